@@ -1,0 +1,88 @@
+"""``manifest.jsonl``: one JSON object per video and attempt; the last line of a ``video_id`` wins.
+
+Crash safety (DESIGN.md): feature files are written under a temporary name and renamed into
+place; a video's manifest line is appended, flushed and fsync'ed only after all of its files
+exist, so no line ever points at a missing or partial file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[dict]:
+    """Every complete record of a manifest; a torn last line (a crash mid-write) is ignored."""
+    with open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # partial line of an interrupted append
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
+    """``{video_id: record}`` with the last line of each video winning (insertion order kept)."""
+    records: dict[str, dict] = {}
+    for rec in iter_lines(path):
+        records.pop(rec["video_id"], None)
+        records[rec["video_id"]] = rec
+    return records
+
+
+def append_record(path: str | os.PathLike, record: dict) -> None:
+    """Append one line and make it durable before returning."""
+    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Atomically replace ``path`` with these records (used to merge rank shards)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_array_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a ``.npy`` under a temporary name in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def stream_path(manifest_path: str | os.PathLike, record: dict, stream: str) -> Path:
+    """Absolute path of a stream's feature file (paths in the manifest are relative to it)."""
+    try:
+        rel = record["streams"][stream]["path"]
+    except KeyError:
+        raise KeyError(f"video {record.get('video_id')!r} has no {stream!r} stream in {manifest_path}") from None
+    return Path(manifest_path).parent / rel
+
+
+def load_stream(manifest_path: str | os.PathLike, record: dict, stream: str, mmap: bool = True) -> np.ndarray:
+    """A stream's ``(num_snippets, dim)`` array, memory-mapped by default."""
+    return np.load(stream_path(manifest_path, record, stream), mmap_mode="r" if mmap else None, allow_pickle=False)

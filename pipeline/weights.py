@@ -1,0 +1,129 @@
+"""Pretrained checkpoints described as data, downloaded once and checked by sha256.
+
+Each extractor declares a :class:`WeightsSpec` (file name, URL, sha256, key format). The file is
+looked up in this order:
+
+1. ``--weights NAME=PATH``: that local file, whatever its name; its sha256 is recorded.
+2. ``--random-weights``: no file at all; the manifest records ``"random"``.
+3. ``<weights-dir>/<file name>`` (default ``~/.cache/clipae/weights``), downloaded on first use
+   and verified against the spec's sha256. Offline or on a failed download the run stops with
+   one :class:`WeightsError` line naming the file, its URL and the ``--weights`` option.
+
+Some public checkpoints are published with only the first hex digits of their sha256 in the
+file name (the torch.hub convention, e.g. ``vggish-10086976.pth``); a spec may then carry that
+prefix, and verification checks the prefix.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_WEIGHTS_DIR = Path(os.environ.get("CLIPAE_CACHE", Path.home() / ".cache" / "clipae")) / "weights"
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint cannot be found, downloaded, verified or loaded (one line, no traceback)."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    stream: str      # the stream name used by ``--weights NAME=PATH``
+    filename: str
+    url: str
+    sha256: str      # full hex digest, or the published prefix (>= 8 hex digits)
+    key_format: str  # which key names the file uses (documented by the loader)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    path: Path | None  # None for random weights
+    identity: str      # "sha256:<hex>" or "random"
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download(spec: WeightsSpec, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    hint = f"download it by hand and pass --weights {spec.stream}={dest}"
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.filename}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out, length=1 << 20)
+        digest = sha256_of(tmp)
+        if not digest.startswith(spec.sha256):
+            raise WeightsError(f"{spec.filename} from {spec.url} has sha256 {digest}, expected {spec.sha256}…; {hint}")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise WeightsError(f"cannot download {spec.filename} from {spec.url} ({e}); {hint}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve_weights(spec: WeightsSpec, path: str | None = None, random: bool = False,
+                    weights_dir: str | os.PathLike | None = None, download: bool = True) -> ResolvedWeights:
+    """Find the checkpoint for ``spec`` (see the module docstring for the order)."""
+    if path is not None:
+        if random:
+            raise WeightsError(f"--weights {spec.stream}=... and --random-weights contradict each other")
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise WeightsError(f"--weights {spec.stream}={path}: no such file")
+        return ResolvedWeights(p, "sha256:" + sha256_of(p))
+    if random:
+        return ResolvedWeights(None, "random")
+    dest = Path(weights_dir or DEFAULT_WEIGHTS_DIR).expanduser() / spec.filename
+    if not dest.is_file():
+        if not download:
+            raise WeightsError(f"{spec.filename} is not in {dest.parent}; get it from {spec.url} "
+                               f"and pass --weights {spec.stream}=PATH, or use --random-weights")
+        _download(spec, dest)
+    digest = sha256_of(dest)
+    if not digest.startswith(spec.sha256):
+        raise WeightsError(f"{dest} has sha256 {digest}, expected {spec.sha256}…; delete it to download again "
+                           f"from {spec.url}, or pass --weights {spec.stream}=PATH")
+    return ResolvedWeights(dest, "sha256:" + digest)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A state dict, loaded with ``weights_only=True`` (no pickled code runs)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise WeightsError(f"cannot load {path} as a PyTorch checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def check_keys(name: str, state: dict, expected: dict[str, tuple[int, ...]]) -> None:
+    """Every expected key present with its shape and no key left over, or one clear error."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    bad = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if bad:
+        k = bad[0]
+        problems.append(f"{len(bad)} of wrong shape (e.g. {k}: {tuple(state[k].shape)} != {tuple(expected[k])})")
+    if problems:
+        raise WeightsError(f"{name} checkpoint does not match: " + "; ".join(problems))
