@@ -1,0 +1,26 @@
+"""``clipae-bench <what> ...``: benchmark commands that print numbers.
+
+Each benchmark lives beside the code it measures and exposes ``main(argv) -> int``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "extract": "clipae.pipeline.bench_extract",  # decode, per-stream snippets/s, memory, FLOP/s
+    "train": "clipae.models.bench",               # one unsupervised training on synthetic features
+    "eval": "clipae.eval.bench",                  # evaluator speed on ActivityNet-sized predictions
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: clipae-bench {{{','.join(BENCHMARKS)}}} [options]", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
