@@ -4,7 +4,7 @@ They plug in exactly like the real ones (``register_stream``), which is the poin
 does not change for them. ``clipae-extract --stream-module toy_streams`` loads them (with this
 folder on ``PYTHONPATH``).
 
-- ``toy_colour``: per snippet, the mean R, G, B of the centre-cropped frames (0..1), times
+- ``toy_colour``: per snippet, the mean R, G, B of the centre-cropped frames (every 4th pixel, 0..1), times
   ``--toy-scale``, and the mean absolute difference between the snippet's last frame and the
   next frame (0 when there is none).
 - ``toy_rms``: per snippet, the RMS of its 0.96 s audio window.
@@ -33,8 +33,8 @@ class ToyColour(Extractor):
 
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
         time.sleep(self.options.extra.get("toy_delay", 0.0))
-        crop = centre_crop(batch.frames).astype(np.float64) / 255.0          # (B, L, 224, 224, 3)
-        colour = crop.mean(axis=(1, 2, 3)) * self.settings()["scale"]         # (B, 3)
+        crop = centre_crop(batch.frames)[:, :, ::4, ::4]                       # (B, L, 56, 56, 3) uint8
+        colour = crop.mean(axis=(1, 2, 3), dtype=np.float64) / 255.0 * self.settings()["scale"]  # (B, 3)
         motion = np.abs(batch.next_frames.astype(np.float64) - batch.frames[:, -1]).mean(axis=(1, 2, 3)) / 255.0
         motion = np.where(batch.has_next, motion, 0.0)
         return np.concatenate([colour, motion[:, None]], axis=1).astype(np.float32)
