@@ -36,9 +36,8 @@ import torch.nn.functional as F
 #: a video whose frames cover less than its declared length by this much is called truncated
 TRUNCATION_TOLERANCE_S = 1.0
 TRUNCATION_TOLERANCE_FRACTION = 0.05
-#: upper bound of raw (native resolution) RGB bytes a backend decodes at once
-CHUNK_BYTES = 64 << 20
-MAX_CHUNK_FRAMES = 64
+#: native-size frames resized in one call (bounds memory at high resolutions)
+RESIZE_BYTES = 32 << 20
 
 
 class InputError(Exception):
@@ -173,24 +172,32 @@ class DecordVideo:
         if info.rotation:
             raise BackendError(f"decord ignores rotation metadata ({info.rotation} degrees)")
         try:
-            self._reader = decord.VideoReader(path, num_threads=0)
+            self._reader = decord.VideoReader(path, num_threads=1)
             own = self._reader.get_frame_timestamp(np.arange(len(self._reader)))[:, 0] if len(self._reader) else []
         except (decord.DECORDError, RuntimeError) as e:
             raise BackendError(f"decord: {one_line(e)}") from None
         if len(own) != len(times) or not np.allclose(own - own[0], times, atol=2e-3):
             raise BackendError(f"decord lists {len(own)} frames or other timestamps than the container's {len(times)}")
         self._shape = (info.height, info.width, 3)
+        self._next = 0  # index of the frame next() returns
 
     def frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
-        step = _chunk_frames(self._shape)
-        for s in range(0, len(indices), step):
+        # Sequential next()/skip_frames(): get_batch() with gaps seeks, and is several times
+        # slower and larger in memory (GBs at 1080p) than walking the stream once.
+        for index in indices.tolist():
             try:
-                batch = self._reader.get_batch(indices[s:s + step].tolist()).asnumpy()
-            except (self._error, RuntimeError) as e:
-                raise BackendError(f"decord: {one_line(e)}") from None
-            if batch.shape[1:] != self._shape:
-                raise BackendError(f"decord returned {batch.shape[1:]} frames, expected {self._shape}")
-            yield from batch
+                if index != self._next:
+                    if index > self._next:
+                        self._reader.skip_frames(index - self._next)
+                    else:
+                        self._reader.seek_accurate(index)
+                frame = self._reader.next().asnumpy()
+            except (self._error, RuntimeError, StopIteration) as e:
+                raise BackendError(f"decord: {one_line(e) if str(e) else 'stopped early'} at frame {index}") from None
+            self._next = index + 1
+            if frame.shape != self._shape:
+                raise BackendError(f"decord returned {frame.shape} frames, expected {self._shape}")
+            yield frame
 
     def close(self) -> None:
         self._reader = None
@@ -241,10 +248,6 @@ class PyAVBackend:
 BACKENDS: list[Backend] = [DecordBackend(), PyAVBackend()]
 
 
-def _chunk_frames(shape: tuple[int, ...]) -> int:
-    return int(max(1, min(MAX_CHUNK_FRAMES, CHUNK_BYTES // max(1, math.prod(shape)))))
-
-
 # --------------------------------------------------------------------------- resampling
 
 def video_duration(times: np.ndarray, average_fps: float | None = None) -> float:
@@ -270,7 +273,7 @@ def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
     """``(n, H, W, 3)`` uint8 resized so ``min(H, W) == short_side`` (torchvision's size rule)."""
     h, w = frames.shape[1:3]
     if min(h, w) == short_side:
-        return frames
+        return np.ascontiguousarray(frames)
     if h <= w:
         size = (short_side, int(short_side * w / h))
     else:
@@ -354,24 +357,30 @@ class VideoDecoder:
         sources, first_target = np.unique(targets, return_index=True)
         counts = np.diff(np.append(first_target, len(targets)))  # targets showing each source frame
         done = 0  # source frames already passed on
-        out: list[np.ndarray] = []
+        pending: list[np.ndarray] = []  # upright source frames at native size, not yet resized
+        repeats: list[int] = []
         while done < len(sources):
             try:
                 for frame in self._video.frames(sources[done:]):
-                    out.extend([upright(frame, self.info.rotation)] * int(counts[done]))
+                    pending.append(upright(frame, self.info.rotation))
+                    repeats.append(int(counts[done]))
                     done += 1
-                    if len(out) >= self.chunk:
-                        yield resize_short_side(np.stack(out), self.settings.short_side)
-                        out = []
+                    if sum(repeats) >= self.chunk or len(pending) * frame.nbytes >= RESIZE_BYTES:
+                        yield self._resized(pending, repeats)
+                        pending, repeats = [], []
                 if done < len(sources):
                     raise BackendError(f"{self.backend}: returned only {done} of {len(sources)} frames")
             except BackendError as e:  # carry on from frame `done` with the next backend
                 self._failures.append(str(e))
                 self._video.close()
                 self._video = self._open_next()
-        if out:
-            yield resize_short_side(np.stack(out), self.settings.short_side)
+        if pending:
+            yield self._resized(pending, repeats)
 
+    def _resized(self, frames: list[np.ndarray], repeats: list[int]) -> np.ndarray:
+        """Resize source frames together (much faster than one by one) and repeat each as the grid needs."""
+        small = resize_short_side(np.stack(frames), self.settings.short_side)
+        return np.repeat(small, repeats, axis=0)
 
     def close(self) -> None:
         if self._video is not None:

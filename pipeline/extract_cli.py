@@ -31,14 +31,18 @@ def _plugin_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
-    """The parser, and for each stream the ``dest`` names of its own options."""
+def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    """The parser, and for each stream the ``dest`` names of its own options.
+
+    ``with_out=False`` leaves out the OUT argument (``clipae-bench extract`` reuses the rest).
+    """
     parser = argparse.ArgumentParser(
-        prog=PROG, parents=[_plugin_parser()],
+        prog=prog, parents=[_plugin_parser()],
         description="Extract snippet features (DESIGN.md streams) of videos into OUT/features/<stream>/"
                     "<video_id>.npy and OUT/manifest.jsonl. Rerunning resumes; see the README.")
     parser.add_argument("videos", metavar="VIDEOS", help="a folder of videos, one video, or a .txt file listing paths")
-    parser.add_argument("out", metavar="OUT", help="output folder (manifest.jsonl, features/)")
+    if with_out:
+        parser.add_argument("out", metavar="OUT", help="output folder (manifest.jsonl, features/)")
     parser.add_argument("--streams", default=",".join(DEFAULT_STREAMS),
                         help=f"comma-separated streams (default: %(default)s; available: {', '.join(available_streams())})")
     parser.add_argument("--fps", type=float, default=SnippetGrid.fps, help="frames per second of the grid (default: %(default)s)")
@@ -116,14 +120,22 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
                      progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings())
 
 
+def import_stream_modules(argv: list[str]) -> None:
+    """Import the ``--stream-module`` modules named in ``argv`` (before the parser is built)."""
+    plugins, _ = _plugin_parser().parse_known_args(argv)
+    for module in plugins.stream_module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ExtractionError(f"--stream-module {module}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    plugins, _ = _plugin_parser().parse_known_args(argv)
     try:
-        for module in plugins.stream_module:
-            importlib.import_module(module)
-    except ImportError as e:
-        print(f"{PROG}: error: --stream-module: {e}", file=sys.stderr)
+        import_stream_modules(argv)
+    except ExtractionError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     parser, stream_dests = build_parser()
     args = parser.parse_args(argv)
