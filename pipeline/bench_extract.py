@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from clipae.pipeline.decode import VideoDecoder
+from clipae.pipeline.decode import VideoDecoder, backends_named
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import ExtractionError, build_extractors, open_source
 from clipae.pipeline.extract_cli import build_parser, config_from_args, import_stream_modules
@@ -55,11 +55,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_decode(videos: list[Path], fps: float) -> None:
+def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> None:
     total_frames, total_s, total_video = 0, 0.0, 0.0
     for path in videos:
         start = time.perf_counter()
-        decoder = VideoDecoder(str(path), fps)
+        decoder = VideoDecoder(str(path), fps, backends=backends_named(decoders))
         timing = decoder.open()
         frames = sum(len(chunk) for chunk in decoder.chunks())
         decoder.close()
@@ -72,7 +72,7 @@ def bench_decode(videos: list[Path], fps: float) -> None:
 
 def bench_streams(config, device: torch.device, yardstick: float, batches: int) -> None:
     extractors = build_extractors(config.streams, config.options)
-    source = open_source(config.videos[0], extractors.values(), config.grid)
+    source = open_source(config.videos[0], extractors.values(), config.grid, backends=backends_named(config.decoders))
     try:
         data = [batch for _, batch in zip(range(batches + 1), source)]
     finally:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             yardstick = matmul_flops(device)
             print(f"matmul 2048x2048 float32: {yardstick / 1e9:.1f} GFLOP/s")
             print(f"decoding ({config.grid.fps:g} fps grid, short side {config.frame_settings.short_side}):")
-            bench_decode(config.videos, config.grid.fps)
+            bench_decode(config.videos, config.grid.fps, config.decoders)
             print(f"streams (batch size {args.batch_size}, first video):")
             bench_streams(config, device, yardstick, args.bench_batches)
         except (ExtractionError, WeightsError) as e:

@@ -5,8 +5,9 @@ bounded chunks, so memory does not grow with the video's length:
 
 1. :func:`probe` reads the container with PyAV: streams, rotation, start times, declared length.
 2. :func:`frame_times` lists the presentation time of every source frame (demuxing only), and
-   the first backend of :data:`BACKENDS` that can open the file decodes (decord by default;
-   PyAV when decord cannot open it, or from where decord fails while reading).
+   the first of a list of backends (:data:`BACKENDS`) that can open the file decodes it:
+   decord by default, PyAV when decord cannot open it, or from the frame where decord fails.
+   Both give identical frames (tested); PyAV's memory stays flatter on long videos.
 3. :func:`source_indices` resamples by those timestamps: target frame ``k`` (time
    ``[k/fps, (k+1)/fps)``) shows the last source frame presented before the middle of its
    interval, ``(k + 0.5) / fps`` -- the rule of ffmpeg's ``fps`` filter, so variable-frame-rate
@@ -26,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import av
 import numpy as np
@@ -49,7 +50,7 @@ class DecodeError(InputError):
 
 
 class BackendError(Exception):
-    """One backend cannot handle this file; the next backend of :data:`BACKENDS` is tried."""
+    """One backend cannot handle this file; the next backend of the list is tried."""
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,18 @@ class PyAVBackend:
         return PyAVVideo(path, info, times)
 
 
-#: decoders tried in order, for opening and again when one fails while reading
-BACKENDS: list[Backend] = [DecordBackend(), PyAVBackend()]
+#: every decoder by name; ``clipae-extract --decoders`` picks an order (they give identical frames)
+BACKENDS: dict[str, Backend] = {"decord": DecordBackend(), "pyav": PyAVBackend()}
+#: tried in this order, for opening and again when one fails while reading
+DEFAULT_DECODERS = ("decord", "pyav")
+
+
+def backends_named(names: Iterable[str]) -> list[Backend]:
+    """The backends of ``names`` in that order; an unknown name is a ``KeyError`` naming the known ones."""
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise KeyError(f"unknown decoder {unknown[0]!r}; known: {', '.join(BACKENDS)}")
+    return [BACKENDS[n] for n in names]
 
 
 # --------------------------------------------------------------------------- resampling
@@ -313,7 +324,7 @@ class VideoDecoder:
         self.path = str(path)
         self.fps = fps
         self.settings = settings
-        self.backends = list(BACKENDS if backends is None else backends)
+        self.backends = backends_named(DEFAULT_DECODERS) if backends is None else list(backends)
         self.chunk = chunk
         self.info: MediaInfo | None = None
         self.timing: VideoTiming | None = None

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from clipae.extractors.base import Extractor, ExtractorOptions, get_stream
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.audio import AudioSettings
-from clipae.pipeline.decode import FrameSettings, InputError, one_line
+from clipae.pipeline.decode import DEFAULT_DECODERS, Backend, FrameSettings, InputError, backends_named, one_line
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.snippets import SnippetSource
@@ -82,7 +82,8 @@ def video_id_of(path: str | os.PathLike) -> str:
 
 def open_source(path: str | os.PathLike, extractors: Iterable[Extractor], grid: SnippetGrid, *,
                 num_snippets: int | None = None, frame_settings: FrameSettings = FrameSettings(),
-                audio_settings: AudioSettings = AudioSettings()) -> SnippetSource:
+                audio_settings: AudioSettings = AudioSettings(), backends: list[Backend] | None = None,
+                after: SnippetSource | None = None) -> SnippetSource:
     """Start decoding ``path`` for these extractors in the background (what they read, nothing more)."""
     extractors = list(extractors)
     return SnippetSource(
@@ -90,19 +91,22 @@ def open_source(path: str | os.PathLike, extractors: Iterable[Extractor], grid: 
         frames=any("frames" in ex.inputs for ex in extractors),
         audio_window=max([ex.audio_window for ex in extractors if "audio" in ex.inputs], default=0),
         batch_size=min(ex.options.batch_size for ex in extractors),
-        num_snippets=num_snippets, frame_settings=frame_settings, audio_settings=audio_settings)
+        num_snippets=num_snippets, frame_settings=frame_settings, audio_settings=audio_settings,
+        backends=backends, after=after)
 
 
 def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], grid: SnippetGrid = SnippetGrid(),
                   options: ExtractorOptions | Mapping[str, ExtractorOptions] | None = None, *,
                   num_snippets: int | None = None, source: SnippetSource | None = None,
                   progress: bool = False, frame_settings: FrameSettings = FrameSettings(),
-                  audio_settings: AudioSettings = AudioSettings()) -> tuple[dict, dict[str, np.ndarray]]:
+                  audio_settings: AudioSettings = AudioSettings(), decoders: Sequence[str] = DEFAULT_DECODERS,
+                  ) -> tuple[dict, dict[str, np.ndarray]]:
     """Features of one video, in memory.
 
     streams:      stream names (built with ``options``) or extractors already built
     num_snippets: rows to produce instead of the grid's count (used to add streams to a line)
     source:       a :class:`SnippetSource` already decoding this video (prefetching)
+    decoders:     video decoders to try in order (see :data:`clipae.pipeline.decode.BACKENDS`)
 
     Returns ``(record, features)``: the manifest line without feature paths (``streams[name]``
     holds ``dim``, ``dtype``, ``settings``) and ``{name: (num_snippets, dim) float32}``.
@@ -115,8 +119,8 @@ def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], g
     if not extractors:
         raise ValueError("extract_video needs at least one stream")
     if source is None:
-        source = open_source(path, extractors.values(), grid, num_snippets=num_snippets,
-                             frame_settings=frame_settings, audio_settings=audio_settings)
+        source = open_source(path, extractors.values(), grid, num_snippets=num_snippets, frame_settings=frame_settings,
+                             audio_settings=audio_settings, backends=backends_named(decoders))
     try:
         facts = source.facts()
         parts: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
@@ -191,6 +195,7 @@ class RunConfig:
     progress: bool = True
     frame_settings: FrameSettings = field(default_factory=FrameSettings)
     audio_settings: AudioSettings = field(default_factory=AudioSettings)
+    decoders: tuple[str, ...] = DEFAULT_DECODERS  # video decoders, tried in this order
 
 
 @dataclass
@@ -322,15 +327,17 @@ class Runner:
         return total
 
     def _prefetched(self, plans: list[VideoPlan]) -> Iterator[tuple[VideoPlan, SnippetSource]]:
-        """Each plan with its video's decoding started; the next video starts while this one runs."""
-        def start(plan: VideoPlan) -> SnippetSource:
+        """Each plan with its video's source; the next video decodes once this one's decoding is done."""
+        def start(plan: VideoPlan, after: SnippetSource | None) -> SnippetSource:
             return open_source(plan.path, [self.extractors[n] for n in plan.streams], self.config.grid,
                                num_snippets=plan.base["num_snippets"] if plan.base else None,
-                               frame_settings=self.config.frame_settings, audio_settings=self.config.audio_settings)
+                               frame_settings=self.config.frame_settings, audio_settings=self.config.audio_settings,
+                               backends=backends_named(self.config.decoders), after=after)
 
-        upcoming = start(plans[0]) if plans else None
+        upcoming = start(plans[0], None) if plans else None
         for i, plan in enumerate(plans):
-            current, upcoming = upcoming, start(plans[i + 1]) if i + 1 < len(plans) else None
+            current = upcoming
+            upcoming = start(plans[i + 1], current) if i + 1 < len(plans) else None
             try:
                 yield plan, current
             finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from clipae.extractors.base import ExtractorOptions, available_streams, get_stream
-from clipae.pipeline.decode import FrameSettings
+from clipae.pipeline.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from clipae.pipeline.grid import SnippetGrid
@@ -51,6 +51,9 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device; under torchrun 'cuda' means cuda:LOCAL_RANK (default here: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="snippets per network call (default: %(default)s)")
+    parser.add_argument("--decoders", default=",".join(DEFAULT_DECODERS),
+                        help="video decoders tried in order, each taking over where the previous one cannot open "
+                             f"or read a file (default: %(default)s; known: {', '.join(BACKENDS)})")
     parser.add_argument("--weights-dir", default=str(DEFAULT_WEIGHTS_DIR),
                         help="where known checkpoints are downloaded and looked up (default: %(default)s)")
     parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
@@ -101,6 +104,11 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         grid = SnippetGrid(args.fps, args.snippet_length, args.snippet_stride)
     except ValueError as e:
         raise ExtractionError(str(e)) from None
+    decoders = tuple(d.strip() for d in args.decoders.split(",") if d.strip())
+    try:
+        backends_named(decoders or ("",))
+    except KeyError as e:
+        raise ExtractionError(f"--decoders: {e.args[0]}") from None
     known = {n for s in stream_dests for n in (s, *get_stream(s).extra_weights)}
     weights = parse_weights(args.weights, known)
     device = args.device
@@ -117,7 +125,8 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
                for name in streams}
     return RunConfig(videos=find_videos(args.videos), out=Path(args.out), streams=streams, grid=grid,
                      options=options, overwrite=args.overwrite,
-                     progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings())
+                     progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings(),
+                     decoders=decoders)
 
 
 def import_stream_modules(argv: list[str]) -> None:

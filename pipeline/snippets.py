@@ -9,8 +9,10 @@ audio through :mod:`clipae.pipeline.audio`) and assembles batches of consecutive
 - ``audio[b]``: the audio window centred on the snippet's centre.
 
 The work runs in a thread that fills a bounded queue (``queue_size`` batches), so decoding
-overlaps the networks and memory stays bounded whatever the video's length. Creating the
-source of the next video before the current one is finished prefetches it.
+overlaps the networks and memory stays bounded whatever the video's length. A source created
+with ``after=<the previous video's source>`` starts decoding as soon as the previous one has
+decoded its last batch: the next video is prefetched while the networks finish the current
+one, and at most two videos' queues exist at a time.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.audio import AudioReader, AudioSettings
-from clipae.pipeline.decode import FrameSettings, VideoDecoder, VideoTiming
+from clipae.pipeline.decode import Backend, FrameSettings, VideoDecoder, VideoTiming
 from clipae.pipeline.grid import SnippetGrid
 
 
@@ -55,11 +57,13 @@ class SnippetSource:
     audio_window: samples per audio window (0: no stream reads audio)
     num_snippets: force this many rows (an existing manifest line's count when streams are
                   added to it); the grid's own count otherwise
+    after:        start only once this source has finished decoding (prefetch in order)
     """
 
     def __init__(self, path: str, grid: SnippetGrid, *, frames: bool, audio_window: int, batch_size: int,
                  num_snippets: int | None = None, frame_settings: FrameSettings = FrameSettings(),
-                 audio_settings: AudioSettings = AudioSettings(), queue_size: int = 2) -> None:
+                 audio_settings: AudioSettings = AudioSettings(), backends: list[Backend] | None = None,
+                 queue_size: int = 2, after: "SnippetSource | None" = None) -> None:
         self.path = str(path)
         self.grid = grid
         self.want_frames = frames
@@ -68,10 +72,12 @@ class SnippetSource:
         self.forced_snippets = num_snippets
         self.frame_settings = frame_settings
         self.audio_settings = audio_settings
+        self.backends = backends
         self.backend: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._facts: VideoFacts | None = None
+        self._after = after
         self._thread = threading.Thread(target=self._run, name=f"decode:{self.path}", daemon=True)
         self._thread.start()
 
@@ -119,9 +125,12 @@ class SnippetSource:
         return False
 
     def _run(self) -> None:
+        if self._after is not None:
+            self._after._thread.join()
+            self._after = None
         decoder = audio = None
         try:
-            decoder = VideoDecoder(self.path, self.grid.fps, self.frame_settings)
+            decoder = VideoDecoder(self.path, self.grid.fps, self.frame_settings, self.backends)
             timing = decoder.open()
             info = decoder.info
             if self.audio_window:

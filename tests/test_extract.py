@@ -229,6 +229,7 @@ def test_a_failing_stream_is_recorded_and_the_run_goes_on(folder, tmp_path, caps
     (["--streams", "toy_colour", "--weights", "nope=x.pth"], "--weights nope=...: unknown name"),
     (["--streams", "toy_colour", "--weights", "toy_colour"], "expected NAME=PATH"),
     (["--streams", "toy_colour", "--snippet-stride", "0"], "invalid snippet grid"),
+    (["--streams", "toy_colour", "--decoders", "pyav,nope"], "--decoders: unknown decoder 'nope'"),
 ])
 def test_bad_arguments_one_line_exit_2(folder, tmp_path, capsys, args, message):
     rc, stdout, stderr = run_cli(capsys, folder, tmp_path, "--stream-module", "toy_streams", *args)
@@ -246,6 +247,14 @@ def test_video_lists_and_duplicate_ids(folder, tmp_path, capsys):
     assert rc == 2 and "two videos share the id 'short'" in stderr
     rc, _, stderr = run_cli(capsys, tmp_path / "missing", tmp_path / "out", *TOYS)
     assert rc == 2 and "no such file or folder" in stderr
+
+
+def test_decoders_option_gives_the_same_features(folder, first_run, tmp_path, capsys):
+    rc, _, _ = run_cli(capsys, folder / "vfr.mp4", tmp_path, *TOYS, "--decoders", "pyav")
+    assert rc == 0
+    _, out = first_run
+    for name in ("toy_colour", "toy_rms"):
+        assert np.array_equal(np.load(tmp_path / "features" / name / "vfr.npy"), np.load(out / "features" / name / "vfr.npy"))
 
 
 def test_manifest_lines_are_json_with_relative_paths(first_run):
