@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 #: modules imported on first use of the registry, so each stream registers itself.
-BUILTIN_STREAM_MODULES = ("vggish", "i3d", "clip")
+BUILTIN_STREAM_MODULES = ("vggish", "i3d_streams", "clip")
 
 
 @dataclass

@@ -31,6 +31,7 @@ from clipae.pipeline.decode import DEFAULT_DECODERS, Backend, FrameSettings, Inp
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.snippets import SnippetSource
+from clipae.pipeline.weights import WeightsError
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
 DEFAULT_STREAMS = ("i3d_rgb", "i3d_flow", "clip", "vggish")
@@ -49,11 +50,22 @@ class ExtractionError(Exception):
 
 def build_extractors(names: Sequence[str], options: ExtractorOptions | Mapping[str, ExtractorOptions] | None = None,
                      ) -> dict[str, Extractor]:
-    """``{name: extractor}`` built from the registry (weights resolved and loaded here)."""
+    """``{name: extractor}`` built from the registry (weights resolved and loaded here).
+
+    Any failure (unknown stream, bad option, missing or mismatched weights) is one
+    :class:`ExtractionError` line naming the stream.
+    """
     out = {}
     for name in names:
         opts = options.get(name, ExtractorOptions()) if isinstance(options, Mapping) else (options or ExtractorOptions())
-        out[name] = get_stream(name)(opts)
+        try:
+            out[name] = get_stream(name)(opts)
+        except KeyError as e:
+            raise ExtractionError(e.args[0]) from None
+        except WeightsError as e:
+            raise ExtractionError(str(e)) from None
+        except Exception as e:  # a stream's own option or set-up error: one line, the run cannot start
+            raise ExtractionError(f"stream {name}: {type(e).__name__}: {one_line(e)}") from None
     return out
 
 
