@@ -212,21 +212,22 @@ class VGGishExtractor(Extractor):
         if pca_path is not None and self.postprocess != "pca":
             raise OptionsError("--vggish-pca is only used with --vggish-postprocess pca")
 
+        # find every file first, so that a missing one stops the run before anything loads
         resolved = resolve_weights(VGGISH_WEIGHTS, options.weights_path, options.random_weights, options.weights_dir)
         self.weights_id = resolved.identity
+        self.pca_id: str | None = None
+        pca_file = None
+        if self.postprocess == "pca":
+            if options.random_weights and pca_path is None:
+                self.pca_id = "identity"
+            else:
+                params = resolve_weights(VGGISH_PCA, pca_path, False, options.weights_dir)
+                pca_file, self.pca_id = params.path, params.identity
+
         self.device = torch.device(options.device)
         self.frontend = LogMel()  # float64 on the CPU, like the reference
         self.model = vggish(resolved.path).to(self.device)
-
-        self.pca: PCAQuantizer | None = None
-        self.pca_id: str | None = None
-        if self.postprocess == "pca":
-            if options.random_weights and pca_path is None:
-                self.pca, self.pca_id = pca_quantizer(None), "identity"
-            else:
-                params = resolve_weights(VGGISH_PCA, pca_path, False, options.weights_dir)
-                self.pca, self.pca_id = pca_quantizer(params.path), params.identity
-            self.pca.to(self.device)
+        self.pca = pca_quantizer(pca_file).to(self.device) if self.postprocess == "pca" else None
 
     def settings(self) -> dict:
         s = {
@@ -250,6 +251,6 @@ class VGGishExtractor(Extractor):
         emb = self.model(patches.to(self.device, torch.float32))                     # (B, 128)
         if self.postprocess == "relu":
             emb = emb.relu()
-        elif self.pca is not None:
+        elif self.postprocess == "pca":
             emb = self.pca(emb)
         return emb.float().cpu().numpy()

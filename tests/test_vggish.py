@@ -1,5 +1,8 @@
 """The vggish stream: log-mel front end, network layout, checkpoints, post-processing, window."""
 import argparse
+import dataclasses
+import hashlib
+import io
 import math
 import urllib.error
 from pathlib import Path
@@ -10,6 +13,7 @@ import torch
 
 from clipae.extractors.base import ExtractorOptions, OptionsError, SnippetBatch, get_stream
 from clipae.extractors.logmel import LogMel
+from clipae.extractors import vggish as vggish_mod
 from clipae.extractors.vggish import VGGISH_PCA, VGGISH_WEIGHTS, VGGishExtractor, pca_quantizer, vggish
 from clipae.pipeline import weights as weights_mod
 from clipae.pipeline.weights import WeightsError, sha256_of
@@ -75,10 +79,11 @@ def reference_embedding(patches, state):
     for idx, pool in ((0, True), (3, True), (6, False), (8, True), (11, False), (13, True)):
         kernel = state[f"features.{idx}.weight"].double().numpy().transpose(2, 3, 1, 0)   # OIHW → HWIO
         bias = state[f"features.{idx}.bias"].double().numpy()
-        b, h, w, _ = x.shape
+        b, h, w, c = x.shape
         padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        y = sum(padded[:, i:i + h, j:j + w, :] @ kernel[i, j] for i in range(3) for j in range(3))
-        x = np.maximum(y + bias, 0.0)
+        cols = np.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
+        y = cols.reshape(-1, 9 * c) @ kernel.reshape(9 * c, -1)                 # im2col, (i, j, c) order
+        x = np.maximum(y.reshape(b, h, w, -1) + bias, 0.0)
         if pool:
             x = x.reshape(b, h // 2, 2, w // 2, 2, -1).max(axis=(2, 4))
     x = x.reshape(len(x), -1)                                                   # (B, 6*4*512), NHWC
@@ -206,8 +211,8 @@ def test_random_checkpoint_with_real_keys_loads_and_reproduces_its_model(checkpo
         expected = model(LogMel()(torch.from_numpy(audio)).float()).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     # the same weights run as the TensorFlow graph runs them (NHWC, HWIO, NHWC flatten)
-    tf_like = reference_embedding(LogMel()(torch.from_numpy(audio)).numpy(), model.state_dict())
-    np.testing.assert_allclose(got, tf_like, rtol=1e-4, atol=1e-4 * np.abs(tf_like).max())
+    tf_like = reference_embedding(LogMel()(torch.from_numpy(audio[:1])).numpy(), model.state_dict())
+    np.testing.assert_allclose(got[:1], tf_like, rtol=1e-4, atol=1e-4 * np.abs(tf_like).max())
 
 
 @pytest.mark.parametrize("tamper,message", [
@@ -251,9 +256,35 @@ def test_offline_download_names_file_url_and_option(tmp_path, monkeypatch):
     assert VGGISH_PCA.filename in msg and VGGISH_PCA.url in msg and "--vggish-pca" in msg
 
 
-def test_published_hash_prefixes_are_sha256_prefixes():
+def test_specs_carry_the_published_hash_prefix():
     for spec in (VGGISH_WEIGHTS, VGGISH_PCA):
         assert spec.filename.rsplit("-", 1)[1].split(".")[0] == spec.sha256 and len(spec.sha256) == 8
+        assert spec.url.endswith("/releases/download/v0.1/" + spec.filename)
+
+
+def test_first_use_downloads_verifies_and_loads(tmp_path, monkeypatch):
+    served = _tiny_checkpoint(tmp_path / "served.pth", TORCHVGGISH_SHAPES).read_bytes()
+    digest = hashlib.sha256(served).hexdigest()
+    urls = []
+
+    def fake_urlopen(url, timeout):
+        urls.append(url)
+        return io.BytesIO(served)
+
+    monkeypatch.setattr(weights_mod.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(vggish_mod, "VGGISH_WEIGHTS", dataclasses.replace(VGGISH_WEIGHTS, sha256=digest[:8]))
+    cache = tmp_path / "cache"
+    ex = VGGishExtractor(_options(weights_dir=str(cache)))
+    assert urls == [VGGISH_WEIGHTS.url] and ex.weights_id == "sha256:" + digest
+    assert (cache / VGGISH_WEIGHTS.filename).read_bytes() == served
+    VGGishExtractor(_options(weights_dir=str(cache)))
+    assert len(urls) == 1                                            # the second use reads the cache
+
+
+def test_cached_file_with_wrong_hash_is_refused(tmp_path):
+    _tiny_checkpoint(tmp_path / VGGISH_WEIGHTS.filename, TORCHVGGISH_SHAPES)   # not the released file
+    with pytest.raises(WeightsError, match="expected 10086976.*--weights vggish=PATH"):
+        VGGishExtractor(_options(weights_dir=str(tmp_path)))
 
 
 # ---------------------------------------------------------------- outputs
