@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from clipae.eval.mapping import METHODS, MappingError
-from clipae.eval.predict import PredictError, predict_results
+from clipae.eval.predict import PredictError, load_trained_run, predict_results
 from clipae.eval.proposals import ProposalConfigError
 from clipae.eval.report import PROTOCOLS, TiouError, default_subset, default_tious, parse_tious, score
 from clipae.eval.results import UNKNOWN_VIDEO_POLICIES, ResultsError, build_inputs, read_results, write_results
@@ -64,11 +64,7 @@ def _run_setting(run, name: str):
 
 
 def _predict(args) -> tuple[dict, object, str]:
-    try:
-        from clipae.models.run import load_run
-    except ModuleNotFoundError as e:
-        raise PredictError(f"the model stage is not installed ({e})") from None
-    run = load_run(args.run)
+    run = load_trained_run(args.run)
     manifest = args.manifest or _run_setting(run, "manifest")
     annotations = args.annotations or _run_setting(run, "annotations")
     if not manifest:

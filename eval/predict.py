@@ -40,6 +40,15 @@ class PredictError(ValueError):
 GRID_KEYS = ("fps", "snippet_length", "snippet_stride")
 
 
+def load_trained_run(run_dir: str | os.PathLike):
+    """``clipae.models.run.load_run(run_dir)``, or a :class:`PredictError` if the model stage is absent."""
+    try:
+        from clipae.models.run import load_run
+    except ModuleNotFoundError as e:
+        raise PredictError(f"the model stage is not installed ({e})") from None
+    return load_run(run_dir)
+
+
 def proposal_config(run) -> ProposalConfig:
     cfg = getattr(getattr(run, "config", None), "proposals", None)
     if cfg is None and isinstance(getattr(run, "config", None), dict):

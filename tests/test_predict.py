@@ -138,3 +138,40 @@ def test_clipae_eval_run_end_to_end(dataset, monkeypatch, capsys):
     assert cli.main(["--predictions", str(dataset.run_dir / "predictions_test.json"),
                      "--annotations", str(dataset.gt_path), "--subset", "test", "--tiou", "0.5"]) == 0
     assert "100.00" in capsys.readouterr().out
+
+
+def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
+    """Extraction and model replaced by stand-ins honouring their contracts; a video without audio."""
+    from clipae.eval import localize
+
+    run = FakeRun()
+    seen = {}
+
+    def extract_video(path, streams, grid, options):
+        seen.update(path=path, streams=streams, grid=grid)
+        rgb = np.zeros((T, 8), np.float32)
+        rgb[10:20, 1] = 1.0  # class B = cluster PERM.index(1)
+        record = {"video_id": Path(path).stem, "status": "ok", "fps": 25.0, "snippet_length": 16,
+                  "snippet_stride": 16, "num_snippets": T, "duration_s": T * STEP - 0.3, "has_audio": False,
+                  "streams": {"i3d_rgb": {}, "clip": {}}, "weights": {"i3d_rgb": "sha256:aa"}}
+        return record, {"i3d_rgb": rgb, "clip": np.zeros((T, 4), np.float32)}
+
+    monkeypatch.setitem(sys.modules, "clipae.models.run", types.SimpleNamespace(load_run=lambda p: run))
+    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract", types.SimpleNamespace(extract_video=extract_video))
+    video = tmp_path / "test_1.mp4"
+    video.write_bytes(b"stand-in")
+    out, png = tmp_path / "out.json", tmp_path / "timeline.png"
+    assert localize.main([str(video), "--run", str(dataset.run_dir), "-o", str(out), "--plot", str(png),
+                          "--annotations", str(dataset.gt_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "no audio track" in printed and "latency:" in printed and "extract" in printed
+    assert seen["streams"] == ["i3d_rgb", "clip"] and seen["grid"].stride == 16
+    assert run.calls[-1] == (["clip", "i3d_rgb"], False)
+    best = json.loads(out.read_text())["results"]["test_1"][0]
+    assert best["label"] == "B" and best["cluster"] == PERM.index(1)
+    assert best["segment"] == pytest.approx([10 * STEP, 20 * STEP])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without a run
+    monkeypatch.delenv("CLIPAE_RUN", raising=False)
+    assert localize.main([str(video)]) == 2
+    assert "no run" in capsys.readouterr().err
