@@ -62,25 +62,39 @@ def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
     return ap
 
 
+def _match_pairs(pred: np.ndarray, pair: np.ndarray, rank: np.ndarray, gt_pad: np.ndarray, valid: np.ndarray,
+                 pred_segments: np.ndarray, tious: np.ndarray, tp: np.ndarray) -> None:
+    """Greedy matching of predictions ``pred`` (their ``pair`` and ``rank`` in it) against the
+    padded ground truth ``gt_pad (pairs, W, 2)``; sets ``tp[t, p]``."""
+    n_pairs, width = valid.shape
+    locked = np.zeros((n_pairs, len(tious), width), dtype=bool)
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))
+    for k in range(len(bounds) - 1):                    # round k: k-th prediction of every pair
+        step = by_rank[bounds[k]:bounds[k + 1]]
+        p, g = pred[step], pair[step]
+        iou = segment_iou(pred_segments[p][:, None, :], gt_pad[g])                      # (S, W)
+        cand = (iou[:, None, :] >= tious[None, :, None]) & valid[g][:, None, :] & ~locked[g]
+        key = np.where(cand, iou[:, None, :], -np.inf)                                  # (S, T, W)
+        # highest tIoU, equal tIoU -> the later ground truth (last maximum)
+        j = width - 1 - np.argmax(key[..., ::-1], axis=2)
+        s_idx, t_idx = np.nonzero(cand.any(axis=2))
+        locked[g[s_idx], t_idx, j[s_idx, t_idx]] = True
+        tp[t_idx, p[s_idx]] = True
+
+
 def match_predictions(inputs: EvalInputs, tious: np.ndarray, order: np.ndarray) -> np.ndarray:
     """``(T, P)`` bool: whether each prediction is a true positive at each threshold."""
     tious = np.asarray(tious, dtype=np.float64)
-    n_pred, n_thr, n_cls = len(inputs.pred_score), len(tious), len(inputs.classes)
-    tp = np.zeros((n_thr, n_pred), dtype=bool)
+    n_pred, n_cls = len(inputs.pred_score), len(inputs.classes)
+    tp = np.zeros((len(tious), n_pred), dtype=bool)
     if n_pred == 0 or len(inputs.gt_class) == 0:
         return tp
 
-    # (video, class) pairs that have ground truth; GT padded per pair, file order kept.
+    # (video, class) pairs that have ground truth, their ground truth in file order.
     gt_key = inputs.gt_video * n_cls + inputs.gt_class
     gt_sorted = np.argsort(gt_key, kind="stable")
     pair_keys, pair_start, pair_size = np.unique(gt_key[gt_sorted], return_index=True, return_counts=True)
-    width = int(pair_size.max())
-    slot = np.arange(len(gt_sorted)) - np.repeat(pair_start, pair_size)
-    pair_of_gt = np.repeat(np.arange(len(pair_keys)), pair_size)
-    gt_pad = np.zeros((len(pair_keys), width, 2))
-    gt_pad[pair_of_gt, slot] = inputs.gt_segments[gt_sorted]
-    valid = np.zeros((len(pair_keys), width), dtype=bool)
-    valid[pair_of_gt, slot] = True
 
     # Predictions whose pair has ground truth, in processing order, with their rank in the pair.
     pred_key = inputs.pred_video * n_cls + inputs.pred_class
@@ -89,24 +103,28 @@ def match_predictions(inputs: EvalInputs, tious: np.ndarray, order: np.ndarray) 
     seq = order[has_gt[order]]                          # class by class, score order
     seq = seq[np.argsort(pos[seq], kind="stable")]      # then grouped by pair, score order kept
     seq_pair = pos[seq]
-    first = np.searchsorted(seq_pair, seq_pair, side="left")
-    rank = np.arange(len(seq)) - first
+    rank = np.arange(len(seq)) - np.searchsorted(seq_pair, seq_pair, side="left")
 
-    locked = np.zeros((len(pair_keys), n_thr, width), dtype=bool)
-    by_rank = np.argsort(rank, kind="stable")
-    bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2) if len(rank) else [0])
-    for k in range(len(bounds) - 1):                    # round k: k-th prediction of every pair
-        step = by_rank[bounds[k]:bounds[k + 1]]
-        pred, pair = seq[step], seq_pair[step]
-        iou = segment_iou(inputs.pred_segments[pred][:, None, :], gt_pad[pair])        # (S, W)
-        cand = (iou[:, None, :] >= tious[None, :, None]) & valid[pair][:, None, :] & ~locked[pair]
-        key = np.where(cand, iou[:, None, :], -np.inf)                                  # (S, T, W)
-        # highest tIoU, equal tIoU -> the later ground truth (last maximum)
-        j = width - 1 - np.argmax(key[..., ::-1], axis=2)
-        hit = cand.any(axis=2)
-        s_idx, t_idx = np.nonzero(hit)
-        locked[pair[s_idx], t_idx, j[s_idx, t_idx]] = True
-        tp[t_idx, pred[s_idx]] = True
+    # Pairs padded to a width of their own size class (1, 2, 4, ...), so that a few videos with
+    # many instances do not widen every round.
+    bucket = np.ceil(np.log2(pair_size)).astype(np.int64)
+    for b in np.unique(bucket):
+        pairs = np.flatnonzero(bucket == b)
+        local = np.full(len(pair_keys), -1)
+        local[pairs] = np.arange(len(pairs))
+        width = int(pair_size[pairs].max())
+        sizes = pair_size[pairs]
+        slot = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        row = np.repeat(np.arange(len(pairs)), sizes)
+        members = np.concatenate([gt_sorted[pair_start[q]:pair_start[q] + pair_size[q]] for q in pairs])
+        gt_pad = np.zeros((len(pairs), width, 2))
+        gt_pad[row, slot] = inputs.gt_segments[members]
+        valid = np.zeros((len(pairs), width), dtype=bool)
+        valid[row, slot] = True
+        mine = local[seq_pair] >= 0
+        if mine.any():
+            _match_pairs(seq[mine], local[seq_pair[mine]], rank[mine], gt_pad, valid,
+                         inputs.pred_segments, tious, tp)
     return tp
 
 
