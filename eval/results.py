@@ -140,9 +140,10 @@ def _flatten(results: dict) -> tuple[list, list, list, list, list, list]:
 
 
 def _check_values(videos, counts, results, scores, starts, ends) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    numbers = {int, float}
-    ok = set(map(type, scores)) <= numbers and set(map(type, starts)) <= numbers and set(map(type, ends)) <= numbers
-    if ok:
+    def numeric(t: type) -> bool:  # what _number accepts
+        return issubclass(t, (int, float)) and t is not bool
+
+    if all(numeric(t) for t in set(map(type, scores)) | set(map(type, starts)) | set(map(type, ends))):
         sc, st, en = (np.array(x, dtype=np.float64) for x in (scores, starts, ends))
         bad = ~(np.isfinite(sc) & np.isfinite(st) & np.isfinite(en) & (st < en))
         if not bad.any():
@@ -150,7 +151,7 @@ def _check_values(videos, counts, results, scores, starts, ends) -> tuple[np.nda
         first_bad = int(np.argmax(bad))
     else:
         first_bad = next(i for i, (a, b, c) in enumerate(zip(scores, starts, ends))
-                         if not {type(a), type(b), type(c)} <= numbers)
+                         if not (numeric(type(a)) and numeric(type(b)) and numeric(type(c))))
     v = int(np.searchsorted(np.cumsum(counts), first_bad, side="right"))
     i = first_bad - (int(np.sum(counts[:v])) if v else 0)
     _entry(videos[v], i, results[videos[v]][i])

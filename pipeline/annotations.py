@@ -55,6 +55,8 @@ from typing import Callable
 
 import numpy as np
 
+from clipae.pipeline.manifest import read_manifest
+
 
 class AnnotationError(ValueError):
     """A ground-truth file that cannot be read (one line)."""
@@ -360,7 +362,6 @@ def load_durations(path: str | os.PathLike) -> dict[str, float]:
     """``{video_id: seconds}`` from a manifest (``duration_s``) or a ground-truth file with durations."""
     path = Path(path)
     if path.is_file() and path.suffix == ".jsonl":
-        from clipae.pipeline.manifest import read_manifest
         return {vid: float(r["duration_s"]) for vid, r in read_manifest(path).items()
                 if r.get("status") == "ok" and r.get("duration_s") is not None}
     gt = load_ground_truth(path)

@@ -137,3 +137,14 @@ def test_wtalc_lengths_must_agree(tmp_path):
     np.save(folder / "subset.npy", np.load(folder / "subset.npy", allow_pickle=True)[:-1])
     with pytest.raises(AnnotationError, match="differ in length"):
         load_ground_truth(folder)
+
+
+def test_durations_from_a_manifest(tmp_path):
+    from clipae.pipeline.manifest import append_record
+    m = tmp_path / "manifest.jsonl"
+    append_record(m, {"video_id": "video_test_0000004", "status": "ok", "duration_s": 33.8})
+    append_record(m, {"video_id": "video_test_0000006", "status": "failed", "duration_s": 1.0})
+    assert ann.load_durations(m) == {"video_test_0000004": 33.8}
+    gt = load_ground_truth(FORMATS["thumos14-txt"]).with_durations(ann.load_durations(m))
+    assert gt.database["video_test_0000004"]["duration"] == 33.8
+    assert gt.database["video_test_0000006"]["duration"] is None

@@ -199,3 +199,11 @@ def test_results_file_reading(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"database": {}}))
     with pytest.raises(ResultsError, match="no 'results'"):
         read_results(tmp_path / "bad.json")
+
+
+def test_numpy_scalars_and_booleans():
+    gt = make_gt({"v": [("A", 0, 10)]})
+    ok = {"v": [{"label": "A", "score": np.float64(0.5), "segment": [np.float64(0), 10]}]}
+    assert detection.evaluate(build_inputs(gt, "test", ok), [0.5])[0, 0] == 1.0
+    with pytest.raises(ResultsError, match="not a number"):
+        build_inputs(gt, "test", {"v": [{"label": "A", "score": True, "segment": [0, 10]}]})
