@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args, stream_dests, ranks)
         if args.random_weights and ranks.rank == 0:
-            print(f"{PROG}: WARNING: --random-weights: {', '.join(config.streams)} use RANDOM weights; their "
-                  "features mean nothing and the manifest records \"random\"", file=sys.stderr)
+            print(f"{PROG}: WARNING: --random-weights: RANDOM weights for {', '.join(config.streams)}; these "
+                  "features mean nothing (the manifest records \"random\")", file=sys.stderr)
         ranks.start()
         summary = run(config, ranks)
     except (ExtractionError, WeightsError) as e:

@@ -257,6 +257,21 @@ def test_decoders_option_gives_the_same_features(folder, first_run, tmp_path, ca
         assert np.array_equal(np.load(tmp_path / "features" / name / "vfr.npy"), np.load(out / "features" / name / "vfr.npy"))
 
 
+def test_the_vggish_stream_plugs_in(folder, tmp_path, capsys):
+    """The real audio stream, with random weights: one row per snippet, zero rows without audio."""
+    pytest.importorskip("clipae.extractors.vggish")
+    listing = tmp_path / "videos.txt"
+    listing.write_text(f"{folder / 'plain.mp4'}\n{folder / 'sub' / 'rotated.mp4'}\n")
+    rc, _, stderr = run_cli(capsys, listing, tmp_path / "out", "--streams", "vggish", "--random-weights", "--quiet")
+    assert rc == 0 and "RANDOM weights for vggish" in stderr
+    records = mf.read_manifest(tmp_path / "out" / "manifest.jsonl")
+    for rec in records.values():
+        check_files(tmp_path / "out", rec)
+        assert rec["weights"] == {"vggish": "random"}
+    assert np.abs(mf.load_stream(tmp_path / "out" / "manifest.jsonl", records["plain"], "vggish")).sum() > 0
+    assert not mf.load_stream(tmp_path / "out" / "manifest.jsonl", records["rotated"], "vggish").any()
+
+
 def test_manifest_lines_are_json_with_relative_paths(first_run):
     _, out = first_run
     for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
