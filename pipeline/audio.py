@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import ffmpeg
 import imageio_ffmpeg
@@ -30,10 +30,6 @@ from clipae.pipeline.decode import InputError, MediaInfo
 READ_BYTES = 1 << 16
 
 
-class AudioError(InputError):
-    """The audio track exists but cannot be decoded."""
-
-
 @dataclass(frozen=True)
 class AudioSettings:
     """Everything about audio decoding that changes the numbers (part of ``config_hash``)."""
@@ -42,8 +38,9 @@ class AudioSettings:
     downmix: str = "mean of channels"
     resampler: str = "soxr"
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+
+class AudioError(InputError):
+    """The audio track exists but cannot be decoded."""
 
 
 def ffmpeg_command(path: str, channels: int, settings: AudioSettings) -> list[str]:

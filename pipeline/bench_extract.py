@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from clipae.pipeline.decode import VideoDecoder, backends_named
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import ExtractionError, build_extractors, open_source
-from clipae.pipeline.extract_cli import build_parser, config_from_args, import_stream_modules
+from clipae.pipeline.extract_cli import config_from_args, parser_for
 from clipae.pipeline.weights import WeightsError
 
 PROG = "clipae-bench extract"
@@ -130,11 +130,10 @@ def make_long_video(path: Path, minutes: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        import_stream_modules(argv)
+        parser, stream_dests = parser_for(argv, PROG, with_out=False)
     except ExtractionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    parser, stream_dests = build_parser(PROG, with_out=False)
     bench = parser.add_argument_group("benchmark")
     bench.add_argument("--bench-batches", type=int, default=3, help="batches timed per stream (default: %(default)s)")
     bench.add_argument("--memory-minutes", default="1,10",

@@ -25,7 +25,7 @@ frame is shown for an average frame's time) and has ``grid.num_frames(duration)`
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Iterator, Protocol
 
@@ -60,9 +60,6 @@ class FrameSettings:
     short_side: int = 256
     resize: str = "bilinear+antialias"
     resample: str = "pts: last frame before (k+0.5)/fps"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

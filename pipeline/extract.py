@@ -17,7 +17,7 @@ import json
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -74,9 +74,9 @@ def stream_settings(extractor: Extractor, frame_settings: FrameSettings = FrameS
     """What made a stream's numbers: ``extractor.settings()``, its ``weights_id`` and the decoding of its inputs."""
     decode = {}
     if "frames" in extractor.inputs:
-        decode["frames"] = frame_settings.as_dict()
+        decode["frames"] = asdict(frame_settings)
     if "audio" in extractor.inputs:
-        decode["audio"] = {**audio_settings.as_dict(), "window": extractor.audio_window}
+        decode["audio"] = {**asdict(audio_settings), "window": extractor.audio_window}
     return {**extractor.settings(), "weights_id": extractor.weights_id, "decode": decode}
 
 

@@ -129,24 +129,26 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
                      decoders=decoders)
 
 
-def import_stream_modules(argv: list[str]) -> None:
-    """Import the ``--stream-module`` modules named in ``argv`` (before the parser is built)."""
+def parser_for(argv: list[str], prog: str = PROG, with_out: bool = True
+               ) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    """:func:`build_parser` after importing the ``--stream-module`` modules named in ``argv``
+    (their streams' options must be known before parsing)."""
     plugins, _ = _plugin_parser().parse_known_args(argv)
     for module in plugins.stream_module:
         try:
             importlib.import_module(module)
         except ImportError as e:
             raise ExtractionError(f"--stream-module {module}: {e}") from None
+    return build_parser(prog, with_out)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        import_stream_modules(argv)
+        parser, stream_dests = parser_for(argv)
     except ExtractionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    parser, stream_dests = build_parser()
     args = parser.parse_args(argv)
     ranks = Ranks.from_env()
     try:
