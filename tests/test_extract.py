@@ -10,7 +10,8 @@ import videogen
 from clipae.extractors.base import Extractor, ExtractorOptions, register_stream
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.decode import VideoDecoder
-from clipae.pipeline.extract import extract_video
+from clipae.pipeline import extract
+from clipae.pipeline.extract import RunConfig, extract_video
 from clipae.pipeline.extract_cli import main
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.snippets import SnippetSource
@@ -270,6 +271,18 @@ def test_the_vggish_stream_plugs_in(folder, tmp_path, capsys):
         assert rec["weights"] == {"vggish": "random"}
     assert np.abs(mf.load_stream(tmp_path / "out" / "manifest.jsonl", records["plain"], "vggish")).sum() > 0
     assert not mf.load_stream(tmp_path / "out" / "manifest.jsonl", records["rotated"], "vggish").any()
+
+
+def test_progress_bars_over_videos_and_within_long_ones(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(extract, "INNER_BAR_SNIPPETS", 3)   # "long" = more than 3 snippets here
+    config = RunConfig(videos=[folder / "plain.mp4", folder / "short.mp4"], out=tmp_path, streams=["toy_colour"],
+                       progress=True)
+    assert extract.run(config).ok == 2
+    err = capsys.readouterr().err
+    assert "videos: 100%" in err and "2/2" in err
+    assert "plain: 100%" in err and "5/5" in err and "short:" not in err   # 5 snippets get a bar, 1 does not
+    run_cli(capsys, folder / "plain.mp4", tmp_path / "quiet", *TOYS)
+    assert capsys.readouterr().err == ""
 
 
 def test_manifest_lines_are_json_with_relative_paths(first_run):
