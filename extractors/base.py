@@ -14,15 +14,20 @@ It never needs to know which streams exist: adding one is a new file in this pac
 """
 from __future__ import annotations
 
+import argparse
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
 #: modules imported on first use of the registry, so each stream registers itself.
-BUILTIN_STREAM_MODULES = ("vggish", "i3d", "clip")
+BUILTIN_STREAM_MODULES = ("vggish", "i3d_streams", "clip")
+
+
+class ExtractorError(RuntimeError):
+    """A stream cannot run as asked (a missing optional package, an impossible option): one line."""
 
 
 @dataclass
@@ -81,6 +86,15 @@ class Extractor:
     def __init__(self, options: ExtractorOptions) -> None:
         self.options = options
 
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Declare this stream's own command-line options (``--flow``, ``--clip-frames``, ...).
+
+        The extraction command calls it for every registered stream and passes the parsed values
+        to the extractor as ``ExtractorOptions.extra[dest]``; an extractor falls back to the same
+        default when ``extra`` lacks a key (a caller building options by hand).
+        """
+
     def settings(self) -> dict:
         return {}
 
@@ -88,6 +102,28 @@ class Extractor:
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
         """Features of a batch: ``(B, dim)`` float32."""
         raise NotImplementedError
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The precision the visual networks run in: bfloat16 autocast on CUDA, none (float32) elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context for ``None``."""
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How a stream's network ran, for its ``settings()``: ``"bfloat16 autocast"`` or ``"float32"``."""
+    return f"{str(dtype).removeprefix('torch.')} autocast" if dtype is not None else "float32"
+
+
+def options_from_extra(options_type: type, extra: dict):
+    """A stream's typed options dataclass from ``ExtractorOptions.extra``: the keys it declares
+    are taken, the others keep the dataclass defaults (the same defaults ``add_arguments`` shows)."""
+    names = {f.name for f in fields(options_type)}
+    return options_type(**{k: v for k, v in extra.items() if k in names})
 
 
 _REGISTRY: dict[str, type[Extractor]] = {}
