@@ -132,9 +132,8 @@ class CLIPExtractor(Extractor):
         self.autocast = autocast_dtype(self.device)
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         d = CLIPOptions()
-        group = parser.add_argument_group("clip stream")
         group.add_argument("--clip-model", choices=sorted(WEIGHTS), default=d.clip_model,
                            help=f"open_clip model with OpenAI's weights (default {d.clip_model})")
         group.add_argument("--clip-frames", type=int, default=d.clip_frames, metavar="K",

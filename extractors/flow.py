@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.optical_flow import raft_large, raft_small
 
-from clipae.extractors.base import ExtractorError
+from clipae.extractors.base import ExtractorError, centre_crop
 from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                                      seeded_random_init)
 
@@ -30,13 +30,6 @@ from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_st
 FLOW_BOUND = 20.0
 #: frame pairs per network call (bounds memory; does not change the numbers)
 PAIRS_PER_CALL = 32
-
-
-def center_crop_box(height: int, width: int, size: int) -> tuple[int, int]:
-    """Top-left corner ``(top, left)`` of the centred ``size``×``size`` crop (extra pixel after)."""
-    if height < size or width < size:
-        raise ExtractorError(f"frames of {height}x{width} are smaller than the {size}x{size} centre crop")
-    return (height - size) // 2, (width - size) // 2
 
 
 def scale_flow(flow: torch.Tensor, bound: float = FLOW_BOUND, quantize: bool = False) -> torch.Tensor:
@@ -55,19 +48,15 @@ class FlowOptions:
 
     flow: str = "raft_large"          # --flow
     raft_iters: int = 12              # --raft-iters: RAFT's recurrent updates (torchvision's default)
-    flow_weights: str | None = None   # --flow-weights: a local RAFT checkpoint
     flow_quantize: bool = False       # --flow-quantize: through 8 bits, like flow stored as JPEG
 
 
-def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
+def add_flow_arguments(group: argparse._ArgumentGroup) -> None:
     d = FlowOptions()
-    group = parser.add_argument_group("i3d_flow stream")
     group.add_argument("--flow", choices=flow_methods(), default=d.flow,
                        help=f"optical flow method (default {d.flow}; tvl1 needs {TVL1_INSTALL})")
     group.add_argument("--raft-iters", type=int, default=d.raft_iters,
                        help=f"RAFT recurrent updates per frame pair (default {d.raft_iters})")
-    group.add_argument("--flow-weights", metavar="PATH", default=d.flow_weights,
-                       help="local RAFT checkpoint (torchvision key names) instead of the download")
     group.add_argument("--flow-quantize", action="store_true",
                        help=f"round clipped flow to 8 bits ((f+{FLOW_BOUND:g})*255/{2 * FLOW_BOUND:g}) before "
                             "scaling, as flow stored as JPEG images is")
@@ -76,7 +65,7 @@ def add_flow_arguments(parser: argparse.ArgumentParser) -> None:
 class FlowEstimator:
     """Frame pairs ``(N, H, W, 3)`` uint8 → fields ``(N, 2, H, W)`` float32 pixels on ``device``.
 
-    Built as ``cls(options, device, random_weights, weights_dir)``.
+    Built as ``cls(options, device, weights_path, random_weights, weights_dir)``.
     """
 
     name: ClassVar[str] = ""
@@ -104,14 +93,14 @@ def flow_methods() -> list[str]:
     return sorted(_ESTIMATORS)
 
 
-def build_flow(options: FlowOptions, device: torch.device, random_weights: bool = False,
-               weights_dir: str | None = None) -> FlowEstimator:
-    """The estimator registered as ``options.flow``."""
+def build_flow(options: FlowOptions, device: torch.device, weights_path: str | None = None,
+               random_weights: bool = False, weights_dir: str | None = None) -> FlowEstimator:
+    """The estimator registered as ``options.flow``; ``weights_path``: a local checkpoint for it."""
     try:
         cls = _ESTIMATORS[options.flow]
     except KeyError:
         raise ExtractorError(f"unknown flow method {options.flow!r}; known: {', '.join(flow_methods())}") from None
-    return cls(options, torch.device(device), random_weights, weights_dir)
+    return cls(options, torch.device(device), weights_path, random_weights, weights_dir)
 
 
 # --- RAFT -----------------------------------------------------------------------------------------
@@ -122,10 +111,10 @@ def build_flow(options: FlowOptions, device: torch.device, random_weights: bool 
 RAFT_WEIGHTS = {
     "raft_large": WeightsSpec("raft_large", "raft_large_C_T_SKHT_V2-ff5fadd5.pth",
                               "https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth",
-                              sha256="ff5fadd5", key_format="torchvision", local_option="--flow-weights PATH"),
+                              sha256="ff5fadd5", key_format="torchvision"),
     "raft_small": WeightsSpec("raft_small", "raft_small_C_T_V2-01064c6d.pth",
                               "https://download.pytorch.org/models/raft_small_C_T_V2-01064c6d.pth",
-                              sha256="01064c6d", key_format="torchvision", local_option="--flow-weights PATH"),
+                              sha256="01064c6d", key_format="torchvision"),
 }
 RAFT_BUILDERS = {"raft_large": raft_large, "raft_small": raft_small}
 
@@ -145,12 +134,12 @@ class RAFTFlow(FlowEstimator):
 
     variant: ClassVar[str] = ""
 
-    def __init__(self, options: FlowOptions, device: torch.device, random_weights: bool = False,
-                 weights_dir: str | None = None) -> None:
+    def __init__(self, options: FlowOptions, device: torch.device, weights_path: str | None = None,
+                 random_weights: bool = False, weights_dir: str | None = None) -> None:
         if options.raft_iters < 1:
             raise ExtractorError(f"--raft-iters must be at least 1, not {options.raft_iters}")
         spec = RAFT_WEIGHTS[self.variant]
-        resolved = resolve_weights(spec, options.flow_weights, random_weights, weights_dir)
+        resolved = resolve_weights(spec, weights_path, random_weights, weights_dir)
         with seeded_random_init():
             self.net = RAFT_BUILDERS[self.variant](weights=None, progress=False)
         if resolved.path is not None:
@@ -202,10 +191,10 @@ class TVL1Flow(FlowEstimator):
     """OpenCV's Dual TV-L1 (``cv2.optflow.DualTVL1OpticalFlow_create()`` with its default
     parameters) on grayscale frames, on the CPU, one pair at a time."""
 
-    def __init__(self, options: FlowOptions, device: torch.device, random_weights: bool = False,
-                 weights_dir: str | None = None) -> None:
-        if options.flow_weights is not None:
-            raise ExtractorError("--flow-weights is a RAFT checkpoint; --flow tvl1 has no weights")
+    def __init__(self, options: FlowOptions, device: torch.device, weights_path: str | None = None,
+                 random_weights: bool = False, weights_dir: str | None = None) -> None:
+        if weights_path is not None:
+            raise ExtractorError("--flow tvl1 has no weights to pass")
         self.cv2 = _opencv_optflow()
         self.tvl1 = self.cv2.optflow.DualTVL1OpticalFlow_create()
         self.device = device
@@ -221,15 +210,14 @@ class TVL1Flow(FlowEstimator):
 
 def snippet_flow(estimator: FlowEstimator, frames: np.ndarray, next_frames: np.ndarray, has_next: np.ndarray,
                  crop: int, device: torch.device) -> torch.Tensor:
-    """Flow fields of a batch of snippets, centre-cropped, in pixels (not yet clipped).
+    """Flow fields of a batch of snippets, centre-cropped like the frames, in pixels (not clipped).
 
     frames (B, L, H, W, 3) uint8, next_frames (B, H, W, 3) uint8, has_next (B,) bool
     → (B, 2, L, crop, crop) float32 on ``device``: field ``i`` of a snippet is its frame ``i`` →
     frame ``i + 1``, the last one is frame ``L - 1`` → ``next_frames``. Where ``has_next`` is
     false the last field repeats field ``L - 2`` (zeros for one-frame snippets).
     """
-    b, length, h, w = frames.shape[:4]
-    top, left = center_crop_box(h, w, crop)
+    b, length = frames.shape[:2]
     current = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
     following = torch.cat([current[:, 1:], torch.from_numpy(np.ascontiguousarray(next_frames)).to(device)[:, None]], 1)
     has_next = torch.as_tensor(np.asarray(has_next, dtype=bool))
@@ -237,12 +225,12 @@ def snippet_flow(estimator: FlowEstimator, frames: np.ndarray, next_frames: np.n
     computed[:, -1] = has_next
     pairs = computed.flatten().nonzero().squeeze(1).to(device)
     current, following = current.flatten(0, 1), following.flatten(0, 1)
-    fields = torch.zeros(b * length, 2, crop, crop, device=device)
+    fields = torch.zeros(b * length, crop, crop, 2, device=device)
     for start in range(0, len(pairs), PAIRS_PER_CALL):
         idx = pairs[start:start + PAIRS_PER_CALL]
-        fields[idx] = estimator(current[idx], following[idx])[:, :, top:top + crop, left:left + crop].to(device)
-    fields = fields.view(b, length, 2, crop, crop)
+        fields[idx] = centre_crop(estimator(current[idx], following[idx]).permute(0, 2, 3, 1), crop).to(device)
+    fields = fields.view(b, length, crop, crop, 2)
     last = (~has_next).nonzero().squeeze(1).to(device)
     if length > 1 and len(last):
         fields[last, -1] = fields[last, -2]
-    return fields.permute(0, 2, 1, 3, 4)
+    return fields.permute(0, 4, 1, 2, 3)

@@ -18,20 +18,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from clipae.extractors.base import (Extractor, ExtractorOptions, SnippetBatch, autocast, autocast_dtype,
-                                    options_from_extra, precision_name, register_stream)
-from clipae.extractors.flow import (FLOW_BOUND, FlowOptions, add_flow_arguments, build_flow, center_crop_box,
+from clipae.extractors.base import (Extractor, ExtractorError, ExtractorOptions, SnippetBatch, autocast,
+                                    autocast_dtype, centre_crop, options_from_extra, precision_name, register_stream)
+from clipae.extractors.flow import (FLOW_BOUND, RAFT_WEIGHTS, FlowOptions, add_flow_arguments, build_flow,
                                     scale_flow, snippet_flow)
 from clipae.extractors.i3d import FEATURE_DIM, WEIGHTS, i3d, load_i3d_weights
 from clipae.pipeline.weights import resolve_weights, seeded_random_init
 
 CROP = 224
-
-
-def center_crop_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """(B, L, H, W, 3) → (B, L, size, size, 3), the centred crop (a view)."""
-    top, left = center_crop_box(frames.shape[2], frames.shape[3], size)
-    return frames[:, :, top:top + size, left:left + size]
 
 
 class I3DStream(Extractor):
@@ -77,22 +71,27 @@ class I3DRGB(I3DStream):
     modality = "rgb"
 
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
-        frames = torch.from_numpy(np.ascontiguousarray(center_crop_frames(batch.frames, self.crop))).to(self.device)
+        frames = torch.from_numpy(np.ascontiguousarray(centre_crop(batch.frames, self.crop))).to(self.device)
         return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
 
 
 @register_stream("i3d_flow")
 class I3DFlow(I3DStream):
     modality = "flow"
+    extra_weights = tuple(RAFT_WEIGHTS)  # --weights raft_large=PATH / raft_small=PATH
 
     def __init__(self, options: ExtractorOptions) -> None:
-        super().__init__(options)
         self.flow_options = options_from_extra(FlowOptions, options.extra)
-        self.flow = build_flow(self.flow_options, self.device, options.random_weights, options.weights_dir)
+        unused = sorted(set(options.weights_paths) & set(self.extra_weights) - {self.flow_options.flow})
+        if unused:
+            raise ExtractorError(f"--weights {unused[0]}=... is not used with --flow {self.flow_options.flow}")
+        super().__init__(options)
+        self.flow = build_flow(self.flow_options, self.device, options.weights_paths.get(self.flow_options.flow),
+                               options.random_weights, options.weights_dir)
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_flow_arguments(parser)
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        add_flow_arguments(group)
 
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
         fields = snippet_flow(self.flow, batch.frames, batch.next_frames, batch.has_next, self.crop, self.device)

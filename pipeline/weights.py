@@ -46,11 +46,6 @@ class WeightsSpec:
     sha256: str      # full hex digest, or the published prefix (>= 8 hex digits); "" if none is published
     key_format: str  # which key names the file uses (documented by the loader)
     git_blob_sha1: str = ""  # the file's git blob id where it is committed to a repository
-    local_option: str = ""   # how to pass the file by hand, if not ``--weights <stream>=PATH``
-
-    @property
-    def by_hand(self) -> str:
-        return self.local_option or f"--weights {self.stream}=PATH"
 
 
 @dataclass(frozen=True)
@@ -96,7 +91,7 @@ def verify_file(spec: WeightsSpec, path: str | os.PathLike) -> str:
 
 def _download(spec: WeightsSpec, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    hint = f"download it by hand and pass {spec.by_hand.replace('PATH', str(dest))}"
+    hint = f"download it by hand and pass --weights {spec.stream}={dest}"
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.filename}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
@@ -118,10 +113,10 @@ def resolve_weights(spec: WeightsSpec, path: str | None = None, random: bool = F
     """Find the checkpoint for ``spec`` (see the module docstring for the order)."""
     if path is not None:
         if random:
-            raise WeightsError(f"{spec.by_hand.replace('PATH', str(path))} and --random-weights contradict each other")
+            raise WeightsError(f"--weights {spec.stream}=... and --random-weights contradict each other")
         p = Path(path).expanduser()
         if not p.is_file():
-            raise WeightsError(f"{spec.by_hand.replace('PATH', str(path))}: no such file")
+            raise WeightsError(f"--weights {spec.stream}={path}: no such file")
         return ResolvedWeights(p, "sha256:" + sha256_of(p))
     if random:
         return ResolvedWeights(None, "random")
@@ -129,12 +124,12 @@ def resolve_weights(spec: WeightsSpec, path: str | None = None, random: bool = F
     if not dest.is_file():
         if not download:
             raise WeightsError(f"{spec.filename} is not in {dest.parent}; get it from {spec.url} "
-                               f"and pass {spec.by_hand}, or use --random-weights")
+                               f"and pass --weights {spec.stream}=PATH, or use --random-weights")
         _download(spec, dest)
     try:
         digest = verify_file(spec, dest)
     except WeightsError as e:
-        raise WeightsError(f"{e}; delete it to download again from {spec.url}, or pass {spec.by_hand}") from None
+        raise WeightsError(f"{e}; delete it to download again from {spec.url}, or pass --weights {spec.stream}=PATH") from None
     return ResolvedWeights(dest, "sha256:" + digest)
 
 

@@ -29,7 +29,7 @@ def checkpoint(tmp_path_factory):
 def test_rows_are_open_clips_encode_image_averaged(checkpoint):
     path, model, preprocess = checkpoint
     parser = argparse.ArgumentParser()
-    get_stream("clip").add_arguments(parser)
+    get_stream("clip").add_arguments(parser.add_argument_group("clip stream"))
     extra = vars(parser.parse_args(["--clip-model", "ViT-B-32", "--clip-frames", "2"]))
     stream = get_stream("clip")(ExtractorOptions(weights_path=str(path), extra=extra))
     assert stream.settings()["frames"] == 2 and stream.settings()["model"] == "ViT-B-32"
@@ -100,7 +100,7 @@ def test_torchscript_archives_are_read_for_their_tensors_only(tmp_path):
 def test_every_stream_declares_its_options_without_clashes():
     parser = argparse.ArgumentParser()
     for name in available_streams():
-        get_stream(name).add_arguments(parser)
+        get_stream(name).add_arguments(parser.add_argument_group(f"{name} stream"))
     args = parser.parse_args([])
     assert (args.flow, args.clip_model, args.clip_frames) == ("raft_large", "ViT-B-16", 0)
 

@@ -38,7 +38,7 @@ class IdentityFlow(fl.FlowEstimator):
 
 
 def test_each_snippet_gets_one_field_per_frame_and_the_last_one_repeats():
-    frames = np.zeros((11, 8, 300, 3), dtype=np.uint8)  # 11 frames, frame k has value k
+    frames = np.zeros((11, 8, 303, 3), dtype=np.uint8)  # 11 frames, frame k has value k
     frames += np.arange(11, dtype=np.uint8)[:, None, None, None]
     batch = snippet_batch(frames, 4)  # snippets [0..3], [4..7]; frame 8 follows the second
     assert batch.has_next.tolist() == [True, True]
@@ -46,7 +46,8 @@ def test_each_snippet_gets_one_field_per_frame_and_the_last_one_repeats():
     assert fields.shape == (2, 2, 4, 8, 8)  # (B, xy, L, crop, crop)
     assert (fields[:, 0] // 1000).flatten(2)[..., 0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert fields[:, 1].flatten(2)[..., 0].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    assert fields[0, 0, 0, 0, 0] % 1000 == (300 - 8) // 2  # centre crop starts at column 146
+    # the frames' centre crop: 295 / 2 rounds to column 148, as torchvision's CenterCrop does
+    assert fields[0, 0, 0, 0, 0] % 1000 == 148
 
     end = snippet_batch(frames[:8], 4)  # the video ends with the second snippet
     assert end.has_next.tolist() == [True, False]
@@ -66,8 +67,8 @@ def test_raft_loads_a_torchvision_checkpoint_and_pads_to_a_multiple_of_8(tmp_pat
     torch.manual_seed(0)
     net = raft_small()
     torch.save(net.state_dict(), tmp_path / "raft_small.pth")
-    options = fl.FlowOptions(flow="raft_small", raft_iters=2, flow_weights=str(tmp_path / "raft_small.pth"))
-    est = fl.build_flow(options, torch.device("cpu"))
+    options = fl.FlowOptions(flow="raft_small", raft_iters=2)
+    est = fl.build_flow(options, torch.device("cpu"), str(tmp_path / "raft_small.pth"))
     assert est.weights_id.startswith("sha256:") and est.settings()["raft_iters"] == 2
     frames = torch.from_numpy(decode_frames(2, short_side=130))  # (2, 130, 173, 3): neither a multiple of 8
     out = est(frames[:1], frames[1:])
@@ -81,7 +82,7 @@ def test_raft_loads_a_torchvision_checkpoint_and_pads_to_a_multiple_of_8(tmp_pat
 
     torch.save({k: v for k, v in net.state_dict().items() if "update_block" not in k}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="missing"):
-        fl.build_flow(fl.FlowOptions(flow="raft_small", flow_weights=str(tmp_path / "bad.pth")), torch.device("cpu"))
+        fl.build_flow(fl.FlowOptions(flow="raft_small"), torch.device("cpu"), str(tmp_path / "bad.pth"))
 
 
 def test_tvl1_without_opencv_says_how_to_install_it(monkeypatch):
@@ -111,8 +112,10 @@ def test_tvl1_feeds_grayscale_frames_and_returns_x_then_y(monkeypatch):
 
 def test_i3d_flow_stream_options_and_batch_independence():
     parser = argparse.ArgumentParser()
-    get_stream("i3d_flow").add_arguments(parser)
+    get_stream("i3d_flow").add_arguments(parser.add_argument_group("i3d_flow stream"))
     args = parser.parse_args(["--flow", "raft_small", "--raft-iters", "2", "--flow-quantize"])
+    with pytest.raises(ExtractorError, match="--weights raft_large=... is not used with --flow raft_small"):
+        get_stream("i3d_flow")(ExtractorOptions(weights_paths={"raft_large": "x.pth"}, extra=vars(args)))
     stream = get_stream("i3d_flow")(ExtractorOptions(random_weights=True, extra=vars(args)))
     stream.crop = 64
     s = stream.settings()
