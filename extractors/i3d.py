@@ -15,8 +15,9 @@ Conventions (TensorFlow's, which both checkpoints were converted from):
   TensorFlow does (equal to piergiaj's zeros here: every pool follows a ReLU).
 * Input: RGB in [-1, 1] (3 channels) or optical flow (x, y) in [-1, 1] (2 channels),
   ``(B, C, T, 224, 224)``.
-* BatchNorm eps is 1e-3 for both key formats. video_features runs the hassony2 weights with
-  PyTorch's default eps 1e-5, so its features drift slightly from TensorFlow's; ours do not.
+* BatchNorm eps is 1e-3 (TensorFlow's) for both key formats, as in piergiaj's and hassony2's own
+  code. video_features' copy of hassony2's network builds ``BatchNorm3d`` with PyTorch's default
+  eps 1e-5, so its features drift slightly from TensorFlow's; ours follow TensorFlow.
 
 The feature (:meth:`InceptionI3d.features`) is the 1024-d output of the final average pool
 ([2, 7, 7], stride 1) after ``Mixed_5c``, averaged over the remaining time steps.
