@@ -1,6 +1,6 @@
 """``clipae-bench streams``: the networks of the feature streams alone, on ready-made snippets.
 
-For each stream, in a fresh process (so peak memory is its own): build it, run one batch to
+For each stream, in a fresh process (so peak memory is its own): build it, run one snippet to
 warm up, then time ``--batches`` batches of ``--batch-size`` snippets and print
 
 * snippets/s and × real time (video seconds per snippet = stride / fps, 0.64 s by default);
@@ -76,7 +76,8 @@ def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, l
     device = torch.device(options.device)
     stream = get_stream(name)(options)
     batch = make_batch(frames, options.batch_size, length)
-    stream(batch)  # warm-up (allocations, kernel selection)
+    one = make_batch(frames, 1, length)
+    stream(one)  # warm-up (lazy initialisation, allocations)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
@@ -88,9 +89,9 @@ def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, l
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     with FlopCounterMode(display=False) as counter:
-        stream(batch)
+        stream(one)
     return {"stream": name, "snippets_per_s": batches * len(batch) / seconds, "peak_bytes": peak,
-            "flop_per_snippet": counter.get_total_flops() / len(batch), "weights": stream.weights_id,
+            "flop_per_snippet": counter.get_total_flops(), "weights": stream.weights_id,
             "settings": stream.settings()}
 
 

@@ -42,9 +42,8 @@ class I3DStream(Extractor):
                                    options.weights_dir)
         with seeded_random_init():
             self.net = i3d(self.modality)
-        self.key_format = None
         if resolved.path is not None:
-            self.key_format = load_i3d_weights(self.net, resolved.path, name=self.name)
+            load_i3d_weights(self.net, resolved.path, name=self.name)
         self.net.to(options.device)
         self.weights_id = resolved.identity
         self.device = torch.device(options.device)
