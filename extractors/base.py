@@ -138,6 +138,31 @@ class Extractor:
         raise NotImplementedError
 
 
+class ExtractorError(RuntimeError):
+    """A stream cannot run as asked (a missing optional package, an impossible option): one line."""
+
+
+def options_from_extra(options_type: type, extra: dict):
+    """A stream's typed options dataclass from ``ExtractorOptions.extra``: the keys it declares
+    are taken, the others keep the dataclass defaults (the same defaults ``add_arguments`` shows)."""
+    return options_type(**{k: v for k, v in extra.items() if k in options_type.__dataclass_fields__})
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The precision the visual networks run in: bfloat16 autocast on CUDA, none (float32) elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context for ``None``."""
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How a stream's network ran, for its ``settings()``: ``"bfloat16 autocast"`` or ``"float32"``."""
+    return f"{str(dtype).removeprefix('torch.')} autocast" if dtype is not None else "float32"
+
+
 _REGISTRY: dict[str, type[Extractor]] = {}
 
 
