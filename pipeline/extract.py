@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from clipae.extractors.base import Extractor, ExtractorOptions, get_stream
@@ -138,7 +139,7 @@ def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], g
         parts: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
         bar = tqdm(total=facts.num_snippets, desc=video_id_of(path), unit="snippet", leave=False,
                    disable=not progress or facts.num_snippets <= INNER_BAR_SNIPPETS)
-        with bar:
+        with bar, torch.no_grad():
             for batch in source:
                 for name, ex in extractors.items():
                     if "audio" in ex.inputs and batch.audio is None:
