@@ -11,6 +11,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt setuptools
 	$(PY) -m pip install -q -c constraints.txt -e '.[decord,test]'
 	touch $(STAMP)
 

@@ -26,6 +26,10 @@ import torch
 BUILTIN_STREAM_MODULES = ("vggish", "i3d_streams", "clip")
 
 
+class OptionsError(ValueError):
+    """A stream's options are invalid or contradict each other (one line, no traceback)."""
+
+
 @dataclass
 class SnippetBatch:
     """Consecutive snippets of one video, on the snippet grid.
@@ -118,10 +122,11 @@ class Extractor:
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """Declare this stream's own command-line options (``--flow``, ``--clip-model``, ...).
+        """Declare this stream's own command-line options (``--<stream>-...``), if any.
 
-        ``clipae-extract`` calls it once per class in an argument group named after the stream
-        and passes the parsed values to the stream as ``options.extra[dest]``.
+        ``clipae-extract`` calls it once per class with an argument group named after the
+        stream; each option's ``dest`` is the key under which the extractor reads its value
+        from ``ExtractorOptions.extra``.
         """
 
     def settings(self) -> dict:
