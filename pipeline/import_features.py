@@ -22,8 +22,11 @@ features' 25 / 16 / 16): ``num_snippets`` follows from the duration as for extra
 video whose rows differ is reported and recorded as failed; ``--adjust-rows N`` pads (repeating
 the last row) or trims videos off by at most ``N`` rows instead, and records that it did.
 
-Afterwards ``clipae-extract VIDEOS OUT --streams clip,vggish`` adds the other streams on the same
-grid to the same manifest.
+With ``--videos DIR`` the durations are read from the video files (those extraction will decode)
+and each video is recorded under its file's stem, the ``video_id`` extraction gives it (``v_<id>``
+for ActivityNet files; features named ``<id>`` are matched with and without ``v_``). Afterwards
+``clipae-extract DIR OUT --streams clip,vggish`` adds the other streams on the same grid to the
+same manifest.
 
 Note: ``allow_pickle`` is needed to read the W-TALC object array; load only files you trust.
 """
@@ -306,16 +309,23 @@ class Outcome:
     difference: int | None = None   # imported rows - expected rows, when they were compared
 
 
+def manifest_id(name: str, info: VideoInfo | None) -> str:
+    """The manifest's ``video_id``: the video file's stem when the file is known (as extraction
+    names it, e.g. ``v_<id>`` for ActivityNet), else the name the features carry."""
+    return Path(info.source).stem if info is not None and info.source else name
+
+
 def import_video(video: VideoFeatures, info: VideoInfo | None, opts: ImportOptions,
                  existing: dict | None) -> Outcome:
     """Check one video's rows against the grid, write its files and its manifest line."""
     manifest = opts.out / mf.MANIFEST_NAME
     grid = opts.grid
-    base = {"video_id": video.video_id, "source": info.source if info else None, **grid.as_dict()}
+    video_id = manifest_id(video.video_id, info)
+    base = {"video_id": video_id, "source": info.source if info else None, **grid.as_dict()}
 
     def fail(message: str, difference: int | None = None) -> Outcome:
         mf.append_record(manifest, {**base, "status": "failed", "error": message})
-        return Outcome(video.video_id, "failed", message, difference)
+        return Outcome(video_id, "failed", message, difference)
 
     if video.problem:
         return fail(video.problem)
@@ -337,7 +347,7 @@ def import_video(video: VideoFeatures, info: VideoInfo | None, opts: ImportOptio
         for name in STREAMS:
             settings[name]["rows_adjusted"] = [check.rows, check.expected]
         status = "adjusted"
-    streams = {name: {"path": f"features/{name}/{video.video_id}.npy", "dim": STREAM_DIM,
+    streams = {name: {"path": f"features/{name}/{video_id}.npy", "dim": STREAM_DIM,
                       "dtype": str(video.arrays[name].dtype), "settings": settings[name]}
                for name in STREAMS}
     record = {**base, "status": "ok", "error": None, "duration_s": info.duration_s,
@@ -349,7 +359,7 @@ def import_video(video: VideoFeatures, info: VideoInfo | None, opts: ImportOptio
                  == [record[k] for k in ("fps", "snippet_length", "snippet_stride", "num_snippets")])
     if same_grid and not opts.overwrite and all(
             existing["streams"].get(n, {}).get("settings") == settings[n] for n in STREAMS):
-        return Outcome(video.video_id, "unchanged", difference=check.difference)
+        return Outcome(video_id, "unchanged", difference=check.difference)
     if same_grid:  # streams added since (clip, vggish) still fit: keep them
         for name, entry in existing["streams"].items():
             if name not in STREAMS:
@@ -362,7 +372,7 @@ def import_video(video: VideoFeatures, info: VideoInfo | None, opts: ImportOptio
         mf.save_array_atomic(opts.out / streams[name]["path"], fit_rows(video.arrays[name], check.expected))
     record["config_hash"] = config_hash(record)
     mf.append_record(manifest, record)
-    return Outcome(video.video_id, status, check.describe(grid, info.duration_s) if check.difference else "",
+    return Outcome(video_id, status, check.describe(grid, info.duration_s) if check.difference else "",
                    check.difference)
 
 
@@ -377,9 +387,10 @@ def run_import(videos: Iterator[VideoFeatures], infos: Callable[[str], VideoInfo
     outcomes = []
     bar = tqdm(videos, desc="import", unit="video", disable=not progress)
     for video in bar:
-        outcome = import_video(video, infos(video.video_id), opts, existing.get(video.video_id))
+        info = infos(video.video_id)
+        outcome = import_video(video, info, opts, existing.get(manifest_id(video.video_id, info)))
         if outcome.status in ("failed", "adjusted"):
-            (bar.write if progress else log)(f"{video.video_id}: {outcome.status}: {outcome.message}")
+            (bar.write if progress else log)(f"{outcome.video_id}: {outcome.status}: {outcome.message}")
         outcomes.append(outcome)
     return outcomes
 

@@ -146,6 +146,9 @@ def test_durations_from_the_videos(tmp_path, capsys):
                               instance_s=(0.5, 0.8), min_gap_s=0.4)
     data = dd.build_dataset(tmp_path / "demo", spec)
     plan = data.plans[0]
+    # ActivityNet style: the file is v_<id>.mp4, the features are named <id>
+    video = data.videos / f"v_{plan.video_id}.mp4"
+    data.video_path(plan.video_id).rename(video)
     feats = tmp_path / "features" / "rgb"
     feats.mkdir(parents=True)
     (tmp_path / "features" / "flow").mkdir()
@@ -154,8 +157,8 @@ def test_durations_from_the_videos(tmp_path, capsys):
         np.save(tmp_path / "features" / stream / f"{plan.video_id}.npy", np.ones((rows, 1024), np.float32))
     out = tmp_path / "out"
     assert main(["rgb-flow", str(tmp_path / "features"), str(out), "--videos", str(data.videos), "--quiet"]) == 0
-    rec = mf.read_manifest(out / "manifest.jsonl")[plan.video_id]
-    assert rec["source"] == str(data.video_path(plan.video_id))
+    rec = mf.read_manifest(out / "manifest.jsonl")[f"v_{plan.video_id}"]  # named after the file, as extraction names it
+    assert rec["source"] == str(video) and rec["streams"]["i3d_rgb"]["path"] == f"features/i3d_rgb/v_{plan.video_id}.npy"
     assert rec["duration_s"] == pytest.approx(plan.duration_s(spec.fps), abs=0.05)
     assert rec["native_fps"] == 25.0 and rec["num_frames"] == plan.num_frames
 
