@@ -62,37 +62,24 @@ class DemoError(RuntimeError):
     """A stage failed or is missing (one line)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoPaths:
+    """Where the demo writes each stage's output."""
+
     out: Path
+    data: Path            # videos/ and ground_truth.json
+    features: Path        # the extraction's output folder
+    manifest: Path
+    run: Path             # the trained run
+    train_config: Path
+    metrics: Path         # clipae-eval --json
+    localize: Path        # one video's proposals and timeline picture
 
-    @property
-    def data(self) -> Path:
-        return self.out / "data"
-
-    @property
-    def features(self) -> Path:
-        return self.out / "features"
-
-    @property
-    def manifest(self) -> Path:
-        return self.features / "manifest.jsonl"
-
-    @property
-    def run(self) -> Path:
-        return self.out / "run"
-
-    @property
-    def train_config(self) -> Path:
-        return self.out / "train_config.yaml"
-
-    @property
-    def metrics(self) -> Path:
-        return self.out / "eval" / "map.json"
-
-    @property
-    def localize(self) -> Path:
-        return self.out / "localize"
+    @classmethod
+    def under(cls, out: Path) -> "DemoPaths":
+        features = out / "features"
+        return cls(out, out / "data", features, features / "manifest.jsonl", out / "run",
+                   out / "train_config.yaml", out / "eval" / "map.json", out / "localize")
 
 
 @dataclass
@@ -187,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     log("clipae demo: rendered videos with sound -> extract -> train (unsupervised) -> eval -> localize")
     log(weights.banner())
 
-    paths = DemoPaths(args.out)
+    paths = DemoPaths.under(args.out)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     quiet = ["--quiet"] if args.quiet else []
     weight_args = ["--weights-dir", str(args.weights_dir)] + ([] if weights.real else ["--random-weights"])
