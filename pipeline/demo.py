@@ -37,9 +37,36 @@ from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR
 #: the stages the demo runs, in order: command name of clipae.pipeline.cli.COMMANDS
 STAGES = ("extract", "train", "eval", "localize")
 STREAMS = ("i3d_rgb", "i3d_flow", "clip", "vggish")
-#: extraction options that keep the demo to minutes on two CPU cores (numbers stay on the
-#: DESIGN.md grid; only the flow network and the CLIP frames per snippet are lighter)
-EXTRACT_OPTIONS = ("--flow", "raft_small", "--clip-frames", "2")
+
+
+@dataclass(frozen=True)
+class DemoExtraction:
+    """The demo's extraction settings: all four streams, lightened to take minutes on two CPU
+    cores. The defaults of ``clipae-extract`` (25 fps, 16-frame snippets, RAFT-large with 12
+    updates, every frame through CLIP ViT-B-16) cost about 50 times more per second of video."""
+
+    fps: float = 4.0              # 1 s snippets of 4 frames
+    snippet_length: int = 4
+    snippet_stride: int = 4
+    flow: str = "raft_small"
+    raft_iters: int = 2
+    clip_model: str = "ViT-B-32"
+    clip_frames: int = 1
+
+    def argv(self) -> list[str]:
+        return ["--streams", ",".join(STREAMS), "--fps", f"{self.fps:g}", "--snippet-length", str(self.snippet_length),
+                "--snippet-stride", str(self.snippet_stride), "--flow", self.flow, "--raft-iters", str(self.raft_iters),
+                "--clip-model", self.clip_model, "--clip-frames", str(self.clip_frames)]
+
+    def weights(self) -> list:
+        """The checkpoints (:class:`~clipae.pipeline.weights.WeightsSpec`) these settings read."""
+        from clipae.extractors import clip, flow, i3d, vggish
+
+        return [i3d.WEIGHTS["rgb"], i3d.WEIGHTS["flow"], flow.RAFT_WEIGHTS[self.flow],
+                clip.WEIGHTS[self.clip_model], vggish.VGGISH_WEIGHTS]
+
+
+EXTRACTION = DemoExtraction()
 #: dataset sizes: ``standard`` for ``make demo``, ``small`` for the test suite
 SIZES = {
     "standard": demo_data.DemoDatasetSpec(),
@@ -116,17 +143,10 @@ def missing_stages(stages: tuple[str, ...], commands: dict[str, str], streams: t
     return lines
 
 
-def demo_weights(weights_dir: Path) -> list[str]:
-    """File names of the checkpoints the demo's extraction reads from the cache."""
-    from clipae.extractors import clip, flow, i3d, vggish
-
-    specs = [i3d.WEIGHTS["rgb"], i3d.WEIGHTS["flow"], flow.RAFT_WEIGHTS[EXTRACT_OPTIONS[1]],
-             clip.WEIGHTS[clip.DEFAULT_MODEL], vggish.VGGISH_WEIGHTS]
-    return [s.filename for s in specs]
-
-
-def weights_status(weights_dir: Path) -> WeightsStatus:
-    return WeightsStatus(weights_dir, [f for f in demo_weights(weights_dir) if not (weights_dir / f).is_file()])
+def weights_status(weights_dir: Path, extraction: DemoExtraction = EXTRACTION) -> WeightsStatus:
+    """Which of the extraction's checkpoints are missing from ``weights_dir``."""
+    names = [spec.filename for spec in extraction.weights()]
+    return WeightsStatus(weights_dir, [f for f in names if not (weights_dir / f).is_file()])
 
 
 def run_stage(number: int, title: str, argv: list[str], env: dict, log) -> float:
@@ -187,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds["render"] = time.time() - t0
 
         seconds["extract"] = run_stage(2, "clipae-extract", module_argv(
-            "extract", data.videos, paths.features, "--streams", ",".join(STREAMS), *EXTRACT_OPTIONS,
+            "extract", data.videos, paths.features, *EXTRACTION.argv(),
             *weight_args, *quiet), env, log)
 
         paths.out.mkdir(parents=True, exist_ok=True)

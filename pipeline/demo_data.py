@@ -1,7 +1,7 @@
 """The demo's embedded dataset: small rendered videos with sound and known action segments.
 
 Every video shows a slowly drifting, low-contrast background with quiet noise on the sound track.
-One kind of action appears in one to three segments; each kind has its own shape, colour, motion
+One kind of action appears in one or more segments; each kind has its own shape, colour, motion
 and sound, so both the visual and the audio streams can tell the kinds apart:
 
 =================  ==========================================  ====================================
@@ -17,7 +17,7 @@ is exact. Everything is drawn from one seed: the same :class:`DemoDatasetSpec` g
 ground truth and the same video bytes. Videos are encoded (H.264 + AAC in MP4) by the ffmpeg
 binary of ``imageio-ffmpeg``.
 
-    python -m clipae.pipeline.demo_data OUT [--train 18 --test 9 --seed 0]
+    python -m clipae.pipeline.demo_data OUT [--train 12 --test 6 --seed 0]
 """
 from __future__ import annotations
 
@@ -51,11 +51,11 @@ class DemoDataError(RuntimeError):
 class DemoDatasetSpec:
     """Size and content of the embedded dataset; K = ``len(kinds)``."""
 
-    num_train: int = 18
-    num_test: int = 9
-    duration_s: tuple[float, float] = (10.0, 16.0)   # each video's length, drawn uniformly
-    instances: tuple[int, int] = (1, 3)              # action segments per video, inclusive
-    instance_s: tuple[float, float] = (2.0, 4.0)     # each segment's length
+    num_train: int = 12
+    num_test: int = 6
+    duration_s: tuple[float, float] = (8.0, 12.0)    # each video's length, drawn uniformly
+    instances: tuple[int, int] = (1, 2)              # action segments per video, inclusive
+    instance_s: tuple[float, float] = (2.0, 3.5)     # each segment's length
     min_gap_s: float = 1.0                            # background between segments and at the ends
     width: int = 160
     height: int = 120

@@ -24,7 +24,7 @@ def test_a_missing_stage_is_named_and_nothing_runs(monkeypatch, tmp_path, capsys
 
 @needs_chain
 def test_weights_are_real_only_when_all_are_cached(tmp_path):
-    names = demo.demo_weights(tmp_path)
+    names = [spec.filename for spec in demo.EXTRACTION.weights()]
     assert len(names) == 5 and len(set(names)) == 5
     status = demo.weights_status(tmp_path)
     assert not status.real and sorted(status.missing) == sorted(names) and "RANDOM" in status.banner()
