@@ -14,6 +14,7 @@ It never needs to know which streams exist: adding one is a new file in this pac
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
@@ -23,6 +24,10 @@ import torch
 
 #: modules imported on first use of the registry, so each stream registers itself.
 BUILTIN_STREAM_MODULES = ("vggish", "i3d", "clip")
+
+
+class OptionsError(ValueError):
+    """A stream's options are invalid or contradict each other (one line, no traceback)."""
 
 
 @dataclass
@@ -80,6 +85,14 @@ class Extractor:
 
     def __init__(self, options: ExtractorOptions) -> None:
         self.options = options
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Declare this stream's own command-line options (``--<stream>-...``), if any.
+
+        Each option's ``dest`` is the key under which the extractor reads its value from
+        ``ExtractorOptions.extra``; the command line copies the parsed values there.
+        """
 
     def settings(self) -> dict:
         return {}

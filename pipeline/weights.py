@@ -12,6 +12,10 @@ looked up in this order:
 Some public checkpoints are published with only the first hex digits of their sha256 in the
 file name (the torch.hub convention, e.g. ``vggish-10086976.pth``); a spec may then carry that
 prefix, and verification checks the prefix.
+
+Some released files are not plain tensor state dicts but dicts of NumPy arrays (the torchvggish
+PCA parameters); ``load_checkpoint(path, numpy_arrays=True)`` reads those with
+``weights_only=True`` too, allowing only the reconstruction of plain numeric NumPy arrays.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DEFAULT_WEIGHTS_DIR = Path(os.environ.get("CLIPAE_CACHE", Path.home() / ".cache" / "clipae")) / "weights"
@@ -40,6 +45,12 @@ class WeightsSpec:
     url: str
     sha256: str      # full hex digest, or the published prefix (>= 8 hex digits)
     key_format: str  # which key names the file uses (documented by the loader)
+    #: how a user passes the file by hand, named in every error; ``--weights <stream>=PATH`` if empty
+    option: str = ""
+
+    def by_hand(self, path: str | os.PathLike = "PATH") -> str:
+        """The command-line option that passes this file by hand, e.g. ``--weights vggish=PATH``."""
+        return f"{self.option} {path}" if self.option else f"--weights {self.stream}={path}"
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def _download(spec: WeightsSpec, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    hint = f"download it by hand and pass --weights {spec.stream}={dest}"
+    hint = f"download it by hand and pass {spec.by_hand(dest)}"
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.filename}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
@@ -82,7 +93,7 @@ def resolve_weights(spec: WeightsSpec, path: str | None = None, random: bool = F
             raise WeightsError(f"--weights {spec.stream}=... and --random-weights contradict each other")
         p = Path(path).expanduser()
         if not p.is_file():
-            raise WeightsError(f"--weights {spec.stream}={path}: no such file")
+            raise WeightsError(f"{spec.by_hand(path)}: no such file")
         return ResolvedWeights(p, "sha256:" + sha256_of(p))
     if random:
         return ResolvedWeights(None, "random")
@@ -90,25 +101,44 @@ def resolve_weights(spec: WeightsSpec, path: str | None = None, random: bool = F
     if not dest.is_file():
         if not download:
             raise WeightsError(f"{spec.filename} is not in {dest.parent}; get it from {spec.url} "
-                               f"and pass --weights {spec.stream}=PATH, or use --random-weights")
+                               f"and pass {spec.by_hand()}, or use --random-weights")
         _download(spec, dest)
     digest = sha256_of(dest)
     if not digest.startswith(spec.sha256):
         raise WeightsError(f"{dest} has sha256 {digest}, expected {spec.sha256}…; delete it to download again "
-                           f"from {spec.url}, or pass --weights {spec.stream}=PATH")
+                           f"from {spec.url}, or pass {spec.by_hand()}")
     return ResolvedWeights(dest, "sha256:" + digest)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A state dict, loaded with ``weights_only=True`` (no pickled code runs)."""
+def _numpy_array_globals() -> list:
+    """What unpickling a plain NumPy array needs, under the module names of NumPy 1 and 2."""
+    reconstruct = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+    dtype_classes = {type(np.dtype(c)) for c in "?bhilqBHILQefdg"}
+    return [np.ndarray, np.dtype, *dtype_classes,
+            (reconstruct, "numpy.core.multiarray._reconstruct"),
+            (reconstruct, "numpy._core.multiarray._reconstruct")]
+
+
+def load_checkpoint(path: str | os.PathLike, numpy_arrays: bool = False) -> dict:
+    """A state dict, loaded with ``weights_only=True`` (no pickled code runs).
+
+    ``numpy_arrays=True`` also accepts values pickled as NumPy arrays of numbers (no object
+    arrays) and returns them as tensors.
+    """
+    allowed = _numpy_array_globals() if numpy_arrays else []
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise WeightsError(f"cannot load {path} as a PyTorch checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        why = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+        raise WeightsError(f"cannot load {path} as a PyTorch checkpoint: {type(e).__name__}: {why}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    if numpy_arrays:
+        obj = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
     return obj
 
 

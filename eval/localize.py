@@ -1,0 +1,180 @@
+"""``clipae-localize video.mp4 [--run RUN]``: the actions of one video, in one command.
+
+Extracts the video's features in memory with the extraction settings recorded in the run
+(grid, streams, weights), runs the model, turns its T-CAM and attention into proposals
+(:mod:`clipae.eval.proposals`), maps clusters to classes for an unsupervised run
+(:mod:`clipae.eval.mapping`, the mapping saved with the run), prints a table of proposals and the
+latency of each stage, and optionally writes the ActivityNet results json (``-o``) and a timeline
+picture (``--plot``: T-CAM of the detected classes, attention, proposals, and the ground truth
+when ``--annotations`` knows the video). A video without an audio track works: its audio stream is
+zeros and the model is told ``has_audio=False``.
+
+``--run`` defaults to the ``CLIPAE_RUN`` environment variable.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from clipae.eval.mapping import MappingError
+from clipae.eval.predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, load_trained_run,
+                                 predict_video, proposal_config, run_streams, to_entries)
+from clipae.eval.proposals import ProposalConfigError, Proposals
+from clipae.eval.results import write_results
+from clipae.pipeline.annotations import AnnotationError, canonical_id, load_ground_truth
+from clipae.pipeline.grid import SnippetGrid
+
+ERRORS = (AnnotationError, PredictError, MappingError, ProposalConfigError)
+
+
+class Timer:
+    """Wall-clock seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+
+    def report(self) -> str:
+        total = sum(self.stages.values())
+        return "latency: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.stages.items()) + f"; total {total:.2f} s"
+
+
+def run_grid(run) -> SnippetGrid:
+    ex = run.extraction
+    missing = [k for k in GRID_KEYS if k not in ex]
+    if missing:
+        raise PredictError(f"the run does not record its snippet grid ({', '.join(missing)})")
+    return SnippetGrid(float(ex["fps"]), int(ex["snippet_length"]), int(ex["snippet_stride"]))
+
+
+def extract_features(video: Path, run, device: str, weights_dir: str | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
+    import torch
+
+    from clipae.extractors.base import ExtractorOptions
+    try:
+        from clipae.pipeline.extract import extract_video
+    except ModuleNotFoundError as e:
+        raise PredictError(f"the extraction stage is not installed ({e})") from None
+    settings = {}
+    for per_stream in (run.extraction.get("streams") or {}).values():
+        settings.update(per_stream or {})
+    options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, extra=settings)
+    record, features = extract_video(str(video), run_streams(run), run_grid(run), options)
+    check_record(run, record, run_streams(run))
+    return record, features
+
+
+def print_table(entries: list[dict], top: int | None) -> None:
+    shown = entries[:top] if top else entries
+    print(f"{'start':>8} {'end':>8}  {'label':<24} {'score':>7}" + ("  cluster" if entries and "cluster" in entries[0] else ""))
+    for e in shown:
+        cluster = f"  {e['cluster']:>7}" if "cluster" in e else ""
+        print(f"{e['segment'][0]:8.2f} {e['segment'][1]:8.2f}  {str(e['label']):<24} {e['score']:7.3f}{cluster}")
+    if len(shown) < len(entries):
+        print(f"... {len(entries) - len(shown)} more (see -o)")
+
+
+def plot_timeline(path: str, outputs: dict, props: Proposals, labels: list[str | None], grid: SnippetGrid,
+                  duration: float | None, title: str, ground_truth: list[dict] | None = None) -> None:
+    """T-CAM of the detected columns and attention over time, proposals and ground truth below."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cas, attention = np.asarray(outputs["cas"]), np.asarray(outputs["attention"]).reshape(-1)
+    t = grid.centre_s(np.arange(len(attention)))
+    columns = list(dict.fromkeys(props.column.tolist()))[:5]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    ax1.plot(t, attention, color="black", lw=1.5, label="attention")
+    for k in columns:
+        ax1.plot(t, cas[:, k], lw=1, label=f"T-CAM {labels[k] or f'cluster {k}'}")
+    ax1.set_ylim(-0.02, 1.02)
+    ax1.set_ylabel("activation")
+    ax1.legend(loc="upper right", fontsize=8)
+    ax1.set_title(title)
+    colors = {k: f"C{i + 1}" for i, k in enumerate(columns)}
+    shown = props.take(np.isin(props.column, columns))
+    best = shown.score.max() if len(shown) else 1.0
+    for k, s, e, sc in zip(shown.column, shown.start, shown.end, shown.score):
+        ax2.barh(1, e - s, left=s, height=0.6, color=colors[int(k)], alpha=float(np.clip(sc / best, 0.15, 1.0)))
+    for a in ground_truth or []:
+        ax2.barh(0, a["segment"][1] - a["segment"][0], left=a["segment"][0], height=0.6, color="grey")
+        ax2.text(a["segment"][0], -0.45, a["label"], fontsize=7)
+    ax2.set_yticks([0, 1], ["ground truth", "proposals"])
+    ax2.set_xlabel("time (s)")
+    ax2.set_xlim(0, duration or float(grid.end_s(len(attention) - 1)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipae-localize", description="Localise the actions of one video.")
+    p.add_argument("video", help="video file")
+    p.add_argument("--run", default=os.environ.get("CLIPAE_RUN"), help="trained run folder (default: $CLIPAE_RUN)")
+    p.add_argument("-o", "--output", help="write the proposals as an ActivityNet results json")
+    p.add_argument("--plot", help="write a timeline picture (png)")
+    p.add_argument("--annotations", help="ground truth to draw (and to build the cluster mapping if the run lacks it)")
+    p.add_argument("--device", default="cpu", help="torch device for extraction (default cpu)")
+    p.add_argument("--weights-dir", help="folder of downloaded checkpoints")
+    p.add_argument("--top", type=int, default=20, help="rows of the printed table (0: all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    video = Path(args.video)
+    timer = Timer()
+    try:
+        if not args.run:
+            raise PredictError("no run: pass --run RUN or set CLIPAE_RUN")
+        if not video.is_file():
+            raise PredictError(f"{video}: no such file")
+        with timer.stage("load run"):
+            run = load_trained_run(args.run)
+            gt = load_ground_truth(args.annotations) if args.annotations else None
+            mapping = cluster_mapping(run, args.run, gt)
+            cfg = proposal_config(run)
+        with timer.stage("extract"):
+            record, features = extract_features(video, run, args.device, args.weights_dir)
+        grid = SnippetGrid.from_record(record)
+        with timer.stage("model + proposals"):
+            outputs, props = predict_video(run, features, bool(record.get("has_audio", False)), grid,
+                                           record.get("duration_s"), cfg)
+        labels = list(run.classes) if mapping is None else mapping.cluster_to_class
+        entries = to_entries(props, labels, keep_cluster=mapping is not None)
+        video_id = video.stem
+        truth = None
+        if gt is not None and (key := canonical_id(video_id, gt.database)) is not None:
+            truth = gt.database[key]["annotations"]
+        if args.output:
+            write_results(args.output, {video_id: entries}, version="clipae-localize")
+        if args.plot:
+            with timer.stage("plot"):
+                plot_timeline(args.plot, outputs, props, labels, grid, record.get("duration_s"), video.name, truth)
+    except ERRORS as e:
+        print(f"clipae-localize: {e}", file=sys.stderr)
+        return 2
+    audio = "with audio" if record.get("has_audio") else "no audio track"
+    duration = record.get("duration_s")
+    print(f"{video.name}: {'?' if duration is None else f'{duration:.2f}'} s, {len(outputs['attention'])} snippets, "
+          f"{audio}, {len(entries)} proposals")
+    print_table(entries, args.top)
+    print(timer.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
