@@ -70,17 +70,17 @@ EXTRACTION = DemoExtraction()
 #: dataset sizes: ``standard`` for ``make demo``, ``small`` for the test suite
 SIZES = {
     "standard": demo_data.DemoDatasetSpec(),
-    "small": demo_data.DemoDatasetSpec(num_train=6, num_test=3, duration_s=(5.0, 7.0), instances=(1, 2),
-                                       instance_s=(1.0, 2.0), min_gap_s=0.8),
+    "small": demo_data.DemoDatasetSpec(num_train=5, num_test=3, duration_s=(4.0, 5.0), instances=(1, 1),
+                                       instance_s=(1.5, 2.0), min_gap_s=1.0),
 }
 #: THUMOS14's table layout (short actions): mAP at tIoU 0.1 ... 0.7
 TIOU = "0.1:0.7:0.1"
 
 #: clipae-train configuration for the demo: the method at a size that trains in about a minute
 TRAIN_CONFIG = {
-    "data": {"train_subset": demo_data.TRAIN_SUBSET, "test_subset": demo_data.TEST_SUBSET, "num_segments": 32},
-    "model": {"caf_dim": 128, "ccp_dim": 128, "hidden_dim": 256, "caf_stages": 2, "dropout": 0.5},
-    "train": {"mode": "unsupervised", "rounds": 2, "epochs_per_round": 15, "batch_size": 6, "lr": 1.0e-3,
+    "data": {"train_subset": demo_data.TRAIN_SUBSET, "test_subset": demo_data.TEST_SUBSET, "num_segments": 16},
+    "model": {"caf_dim": 64, "ccp_dim": 64, "hidden_dim": 128, "caf_stages": 1, "dropout": 0.5},
+    "train": {"mode": "unsupervised", "rounds": 2, "epochs_per_round": 10, "batch_size": 6, "lr": 1.0e-3,
               "device": "cpu"},
 }
 
