@@ -149,9 +149,9 @@ def weights_status(weights_dir: Path, extraction: DemoExtraction = EXTRACTION) -
     return WeightsStatus(weights_dir, [f for f in names if not (weights_dir / f).is_file()])
 
 
-def run_stage(number: int, title: str, argv: list[str], env: dict, log) -> float:
+def run_stage(number: int, title: str, argv: list[str], env: dict) -> float:
     """Run one stage as a process; its output goes straight to the terminal. Returns seconds."""
-    log(f"\n[{number}/5] {title}\n$ {shlex.join(argv)}")
+    print(f"\n[{number}/5] {title}\n$ {shlex.join(argv)}", flush=True)
     t0 = time.time()
     proc = subprocess.run(argv, env=env)
     if proc.returncode != 0:
@@ -180,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the rendered dataset")
     p.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR,
                    help=f"pretrained checkpoints are looked for here (default {DEFAULT_WEIGHTS_DIR})")
-    p.add_argument("--quiet", action="store_true", help="only the summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    log = print
 
     missing = missing_stages(STAGES, COMMANDS, STREAMS)
     if missing:
@@ -191,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: the whole chain is needed; nothing was run", file=sys.stderr)
         return 2
     weights = weights_status(args.weights_dir)
-    log("clipae demo: rendered videos with sound -> extract -> train (unsupervised) -> eval -> localize")
-    log(weights.banner())
+    print("clipae demo: rendered videos with sound -> extract -> train (unsupervised) -> eval -> localize")
+    print(weights.banner())
 
     paths = DemoPaths.under(args.out)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -201,32 +200,32 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     try:
         spec = dataclasses.replace(SIZES[args.size], seed=args.seed)
-        log(f"\n[1/5] rendering {spec.num_train} training and {spec.num_test} testing videos into {paths.data}")
+        print(f"\n[1/5] rendering {spec.num_train} training and {spec.num_test} testing videos into {paths.data}")
         t0 = time.time()
         data = demo_data.build_dataset(paths.data, spec, progress=not args.quiet and sys.stderr.isatty())
         seconds["render"] = time.time() - t0
 
         seconds["extract"] = run_stage(2, "clipae-extract", module_argv(
             "extract", data.videos, paths.features, *EXTRACTION.argv(),
-            *weight_args, *quiet), env, log)
+            *weight_args, *quiet), env)
 
         paths.out.mkdir(parents=True, exist_ok=True)
         paths.train_config.write_text(yaml.safe_dump(TRAIN_CONFIG, sort_keys=False), encoding="utf-8")
         seconds["train"] = run_stage(3, "clipae-train", module_argv(
             "train", "--manifest", paths.manifest, "--annotations", data.ground_truth, "--out", paths.run,
-            "--config", paths.train_config, *quiet), env, log)
+            "--config", paths.train_config, *quiet), env)
 
         paths.metrics.parent.mkdir(parents=True, exist_ok=True)
         seconds["eval"] = run_stage(4, "clipae-eval", module_argv(
             "eval", "--run", paths.run, "--manifest", paths.manifest, "--annotations", data.ground_truth,
-            "--subset", demo_data.TEST_SUBSET, "--tiou", TIOU, "--json", paths.metrics), env, log)
+            "--subset", demo_data.TEST_SUBSET, "--tiou", TIOU, "--json", paths.metrics), env)
 
         video = data.subset_ids(demo_data.TEST_SUBSET)[0]
         paths.localize.mkdir(parents=True, exist_ok=True)
         seconds["localize"] = run_stage(5, "clipae-localize", module_argv(
             "localize", data.video_path(video), "--run", paths.run, "-o", paths.localize / f"{video}.json",
             "--plot", paths.localize / f"{video}.png", "--annotations", data.ground_truth,
-            *weight_args), env, log)
+            *weight_args), env)
         metrics = json.loads(paths.metrics.read_text(encoding="utf-8"))
     except (DemoError, demo_data.DemoDataError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
@@ -234,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
 
     caption = (f"mAP (%) on the {spec.num_test} testing videos of the demo dataset, {len(spec.kinds)} kinds of action, "
                f"unsupervised ({weights.caption()})")
-    log("\n" + mAP_table(metrics, caption))
-    log(f"\nWritten under {paths.out}/:")
+    print("\n" + mAP_table(metrics, caption))
+    print(f"\nWritten under {paths.out}/:")
     for what, where in (("videos and ground truth", data.videos.parent), ("features and manifest", paths.manifest),
                         ("trained run", paths.run), ("training config", paths.train_config),
                         ("mAP (json)", paths.metrics), ("localized video", paths.localize / f"{video}.json"),
                         ("timeline picture", paths.localize / f"{video}.png")):
-        log(f"  {what:<24} {where}")
-    log("Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+        print(f"  {what:<24} {where}")
+    print("Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     return 0
 
 
