@@ -80,7 +80,7 @@ TIOU = "0.1:0.7:0.1"
 TRAIN_CONFIG = {
     "data": {"train_subset": demo_data.TRAIN_SUBSET, "test_subset": demo_data.TEST_SUBSET, "num_segments": 16},
     "model": {"caf_dim": 64, "ccp_dim": 64, "hidden_dim": 128, "caf_stages": 1, "dropout": 0.5},
-    "train": {"mode": "unsupervised", "rounds": 2, "epochs_per_round": 10, "batch_size": 6, "lr": 1.0e-3,
+    "train": {"mode": "unsupervised", "rounds": 2, "epochs_per_round": 8, "batch_size": 6, "lr": 1.0e-3,
               "device": "cpu"},
 }
 

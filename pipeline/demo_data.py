@@ -17,7 +17,7 @@ is exact. Everything is drawn from one seed: the same :class:`DemoDatasetSpec` g
 ground truth and the same video bytes. Videos are encoded (H.264 + AAC in MP4) by the ffmpeg
 binary of ``imageio-ffmpeg``.
 
-    python -m clipae.pipeline.demo_data OUT [--train 9 --test 6 --seed 0]
+    python -m clipae.pipeline.demo_data OUT [--train 9 --test 5 --seed 0]
 """
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ class DemoDatasetSpec:
     """Size and content of the embedded dataset; K = ``len(kinds)``."""
 
     num_train: int = 9
-    num_test: int = 6
-    duration_s: tuple[float, float] = (6.0, 9.0)     # each video's length, drawn uniformly
+    num_test: int = 5
+    duration_s: tuple[float, float] = (5.0, 7.0)     # each video's length, drawn uniformly
     instances: tuple[int, int] = (1, 2)              # action segments per video, inclusive
-    instance_s: tuple[float, float] = (1.5, 3.0)     # each segment's length
-    min_gap_s: float = 1.0                            # background between segments and at the ends
+    instance_s: tuple[float, float] = (1.5, 2.0)     # each segment's length
+    min_gap_s: float = 0.8                            # background between segments and at the ends
     width: int = 128      # square: extraction resizes the short side to 256, so 4:3 frames would
     height: int = 128     # cost a third more optical flow for nothing
     fps: int = 25
