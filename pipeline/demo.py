@@ -97,15 +97,16 @@ class DemoPaths:
     data: Path            # videos/ and ground_truth.json
     features: Path        # the extraction's output folder
     manifest: Path
-    run: Path             # the trained run
+    run: Path             # the trained run (its own folder for random weights: never resumed with real ones)
     train_config: Path
     metrics: Path         # clipae-eval --json
     localize: Path        # one video's proposals and timeline picture
 
     @classmethod
-    def under(cls, out: Path) -> "DemoPaths":
+    def under(cls, out: Path, random_weights: bool) -> "DemoPaths":
         features = out / "features"
-        return cls(out, out / "data", features, features / "manifest.jsonl", out / "run",
+        return cls(out, out / "data", features, features / "manifest.jsonl",
+                   out / ("run-random-weights" if random_weights else "run"),
                    out / "train_config.yaml", out / "eval" / "map.json", out / "localize")
 
 
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print("clipae demo: rendered videos with sound -> extract -> train (unsupervised) -> eval -> localize")
     print(weights.banner())
 
-    paths = DemoPaths.under(args.out)
+    paths = DemoPaths.under(args.out, random_weights=not weights.real)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     quiet = ["--quiet"] if args.quiet else []
     weight_args = ["--weights-dir", str(args.weights_dir)] + ([] if weights.real else ["--random-weights"])

@@ -71,4 +71,4 @@ def test_demo_chain_at_small_size(tmp_path):
     for p in proposals["results"][video]:
         assert 0 <= p["segment"][0] < p["segment"][1] <= gt[video]["duration"] + 0.64
     assert (out / "localize" / f"{video}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert str(out / "run") in r.stdout and str(out / "localize" / f"{video}.png") in r.stdout
+    assert str(out / "run-random-weights") in r.stdout and str(out / "localize" / f"{video}.png") in r.stdout
