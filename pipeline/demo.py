@@ -67,21 +67,32 @@ class DemoExtraction:
 
 
 EXTRACTION = DemoExtraction()
-#: dataset sizes: ``standard`` for ``make demo``, ``small`` for the test suite
-SIZES = {
-    "standard": demo_data.DemoDatasetSpec(),
-    "small": demo_data.DemoDatasetSpec(num_train=5, num_test=3, duration_s=(4.0, 5.0), instances=(1, 1),
-                                       instance_s=(1.5, 2.0), min_gap_s=1.0),
-}
 #: THUMOS14's table layout (short actions): mAP at tIoU 0.1 ... 0.7
 TIOU = "0.1:0.7:0.1"
 
-#: clipae-train configuration for the demo: the method at a size that trains in about a minute
-TRAIN_CONFIG = {
-    "data": {"train_subset": demo_data.TRAIN_SUBSET, "test_subset": demo_data.TEST_SUBSET, "num_segments": 16},
-    "model": {"caf_dim": 64, "ccp_dim": 64, "hidden_dim": 128, "caf_stages": 1, "dropout": 0.5},
-    "train": {"mode": "unsupervised", "rounds": 2, "epochs_per_round": 8, "batch_size": 6, "lr": 1.0e-3,
-              "device": "cpu"},
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How much data the demo renders and how long it trains on it."""
+
+    data: demo_data.DemoDatasetSpec
+    epochs_per_round: int
+
+    def train_config(self) -> dict:
+        """``clipae-train`` configuration: the method at a size that trains in about a minute."""
+        return {
+            "data": {"train_subset": demo_data.TRAIN_SUBSET, "test_subset": demo_data.TEST_SUBSET, "num_segments": 16},
+            "model": {"caf_dim": 64, "ccp_dim": 64, "hidden_dim": 128, "caf_stages": 1, "dropout": 0.5},
+            "train": {"mode": "unsupervised", "rounds": 2, "epochs_per_round": self.epochs_per_round,
+                      "batch_size": 6, "lr": 1.0e-3, "device": "cpu"},
+        }
+
+
+#: ``standard`` for ``make demo``, ``small`` for the test suite
+SIZES = {
+    "standard": DemoSize(demo_data.DemoDatasetSpec(), epochs_per_round=8),
+    "small": DemoSize(demo_data.DemoDatasetSpec(num_train=4, num_test=2, duration_s=(3.5, 4.5), instances=(1, 1),
+                                                instance_s=(1.0, 1.5), min_gap_s=0.8), epochs_per_round=4),
 }
 
 
@@ -176,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m clipae.pipeline.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="where everything is written (default demo_out/)")
     p.add_argument("--size", choices=sorted(SIZES), default="standard",
-                   help="; ".join(f"{k}: {v.num_train} training + {v.num_test} testing videos of "
-                                  f"{v.duration_s[0]:g}-{v.duration_s[1]:g} s" for k, v in SIZES.items()))
+                   help="; ".join(f"{k}: {v.data.num_train} training + {v.data.num_test} testing videos of "
+                                  f"{v.data.duration_s[0]:g}-{v.data.duration_s[1]:g} s" for k, v in SIZES.items()))
     p.add_argument("--seed", type=int, default=0, help="seed of the rendered dataset")
     p.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR,
                    help=f"pretrained checkpoints are looked for here (default {DEFAULT_WEIGHTS_DIR})")
@@ -200,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     weight_args = ["--weights-dir", str(args.weights_dir)] + ([] if weights.real else ["--random-weights"])
     seconds: dict[str, float] = {}
     try:
-        spec = dataclasses.replace(SIZES[args.size], seed=args.seed)
+        size = SIZES[args.size]
+        spec = dataclasses.replace(size.data, seed=args.seed)
         print(f"\n[1/5] rendering {spec.num_train} training and {spec.num_test} testing videos into {paths.data}")
         t0 = time.time()
         data = demo_data.build_dataset(paths.data, spec, progress=not args.quiet and sys.stderr.isatty())
@@ -211,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             *weight_args, *quiet), env)
 
         paths.out.mkdir(parents=True, exist_ok=True)
-        paths.train_config.write_text(yaml.safe_dump(TRAIN_CONFIG, sort_keys=False), encoding="utf-8")
+        paths.train_config.write_text(yaml.safe_dump(size.train_config(), sort_keys=False), encoding="utf-8")
         seconds["train"] = run_stage(3, "clipae-train", module_argv(
             "train", "--manifest", paths.manifest, "--annotations", data.ground_truth, "--out", paths.run,
             "--config", paths.train_config, *quiet), env)

@@ -45,14 +45,14 @@ def test_demo_chain_at_small_size(tmp_path):
     lines = r.stdout.splitlines()
     # random weights said plainly: once at the top, once in the table's caption
     assert lines[1].startswith("Weights: RANDOM") and r.stdout.count("Weights: RANDOM") == 1
-    caption = next(i for i, line in enumerate(lines) if line.startswith("mAP (%) on the 3 testing videos"))
+    caption = next(i for i, line in enumerate(lines) if line.startswith("mAP (%) on the 2 testing videos"))
     assert "RANDOM weights" in lines[caption]
     tiou = [float(x) for x in lines[caption + 1].split()[1:-1]]
     maps = [float(x) for x in lines[caption + 2].split()[1:]]
     assert tiou == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) and len(maps) == 8
     assert all(0.0 <= m <= 100.0 for m in maps)
 
-    spec = demo.SIZES["small"]
+    spec = demo.SIZES["small"].data
     gt = json.loads((out / "data" / "ground_truth.json").read_text())["database"]
     records = mf.read_manifest(out / "features" / "manifest.jsonl")
     assert set(records) == set(gt) and len(gt) == spec.num_train + spec.num_test
