@@ -92,7 +92,7 @@ def extraction_settings(store: FeatureStore, video_ids: list[str], streams: list
     if len(grids) != 1:
         raise DataError(f"the training videos use {len(grids)} different snippet grids: {sorted(grids)}")
     fps, length, stride = grids.pop()
-    out = {"grid": {"fps": fps, "snippet_length": length, "snippet_stride": stride},
+    out = {"fps": fps, "snippet_length": length, "snippet_stride": stride,
            "streams": {}, "weights": {}, "config_hash": sorted({str(r.get("config_hash", "")) for r in recs})}
     for s in streams:
         info = recs[0]["streams"][s]
