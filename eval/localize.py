@@ -9,7 +9,9 @@ picture (``--plot``: T-CAM of the detected classes, attention, proposals, and th
 when ``--annotations`` knows the video). A video without an audio track works: its audio stream is
 zeros and the model is told ``has_audio=False``.
 
-``--run`` defaults to the ``CLIPAE_RUN`` environment variable.
+``--run`` defaults to the ``CLIPAE_RUN`` environment variable. A run trained on features made with
+``--random-weights`` needs ``--random-weights`` here too (the same seeded random networks), and
+the command says so loudly.
 """
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ from clipae.eval.proposals import ProposalConfigError, Proposals
 from clipae.eval.results import write_results
 from clipae.pipeline.annotations import AnnotationError, canonical_id, load_ground_truth
 from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.weights import WeightsError
 
-ERRORS = (AnnotationError, PredictError, MappingError, ProposalConfigError)
+ERRORS = (AnnotationError, PredictError, MappingError, ProposalConfigError, WeightsError)
 
 
 class Timer:
@@ -58,7 +61,21 @@ def run_grid(run) -> SnippetGrid:
     return SnippetGrid(float(ex["fps"]), int(ex["snippet_length"]), int(ex["snippet_stride"]))
 
 
-def extract_features(video: Path, run, device: str, weights_dir: str | None) -> tuple[dict, dict[str, np.ndarray]]:
+def check_random_weights(run, random_weights: bool) -> None:
+    """``--random-weights`` exactly when the run's features were made with random weights."""
+    weights = (run.extraction or {}).get("weights") or {}
+    random = sorted(s for s, w in weights.items() if w == "random")
+    if random and not random_weights:
+        raise PredictError(f"the run was trained on features made with random weights ({', '.join(random)}); "
+                           f"pass --random-weights to extract this video the same way")
+    if random_weights and len(random) < len(weights):
+        real = sorted(set(weights) - set(random))
+        raise PredictError(f"--random-weights, but the run's {', '.join(real)} features were made with "
+                           f"pretrained weights")
+
+
+def extract_features(video: Path, run, device: str, weights_dir: str | None,
+                     random_weights: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
     import torch
 
@@ -70,7 +87,8 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None) -> 
     settings = {}
     for per_stream in (run.extraction.get("streams") or {}).values():
         settings.update(per_stream or {})
-    options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, extra=settings)
+    options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
+                               extra=settings)
     record, features = extract_video(str(video), run_streams(run), run_grid(run), options)
     check_record(run, record, run_streams(run))
     return record, features
@@ -129,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", help="ground truth to draw (and to build the cluster mapping if the run lacks it)")
     p.add_argument("--device", default="cpu", help="torch device for extraction (default cpu)")
     p.add_argument("--weights-dir", help="folder of downloaded checkpoints")
+    p.add_argument("--random-weights", action="store_true",
+                   help="extract with random weights, as a run trained on --random-weights features needs "
+                        "(the proposals then mean nothing)")
     p.add_argument("--top", type=int, default=20, help="rows of the printed table (0: all)")
     return p
 
@@ -147,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             gt = load_ground_truth(args.annotations) if args.annotations else None
             mapping = cluster_mapping(run, args.run, gt)
             cfg = proposal_config(run)
+            check_random_weights(run, args.random_weights)
+        if args.random_weights:
+            print("clipae-localize: WARNING: --random-weights: features come from RANDOM networks, "
+                  "as the run's did; the proposals mean nothing", file=sys.stderr)
         with timer.stage("extract"):
-            record, features = extract_features(video, run, args.device, args.weights_dir)
+            record, features = extract_features(video, run, args.device, args.weights_dir, args.random_weights)
         grid = SnippetGrid.from_record(record)
         with timer.stage("model + proposals"):
             outputs, props = predict_video(run, features, bool(record.get("has_audio", False)), grid,

@@ -138,10 +138,6 @@ class Extractor:
         raise NotImplementedError
 
 
-class ExtractorError(RuntimeError):
-    """A stream cannot run as asked (a missing optional package, an impossible option): one line."""
-
-
 def options_from_extra(options_type: type, extra: dict):
     """A stream's typed options dataclass from ``ExtractorOptions.extra``: the keys it declares
     are taken, the others keep the dataclass defaults (the same defaults ``add_arguments`` shows)."""

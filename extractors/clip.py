@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import Normalize
 
-from clipae.extractors.base import (Extractor, ExtractorError, ExtractorOptions, SnippetBatch, autocast,
+from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
                                     autocast_dtype, options_from_extra, precision_name, register_stream)
 from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                                      seeded_random_init)
@@ -70,7 +70,7 @@ def frame_indices(length: int, k: int) -> np.ndarray:
     if k == 0:
         return np.arange(length)
     if not 1 <= k <= length:
-        raise ExtractorError(f"--clip-frames {k} is not between 1 and the snippet length {length} (0 = all)")
+        raise OptionsError(f"--clip-frames {k} is not between 1 and the snippet length {length} (0 = all)")
     return ((np.arange(k) + 0.5) * length / k).astype(np.int64)
 
 
@@ -116,11 +116,11 @@ class CLIPExtractor(Extractor):
         super().__init__(options)
         self.clip_options = o = options_from_extra(CLIPOptions, options.extra)
         if o.clip_model not in WEIGHTS:
-            raise ExtractorError(f"--clip-model {o.clip_model}: known models are {', '.join(WEIGHTS)}")
+            raise OptionsError(f"--clip-model {o.clip_model}: known models are {', '.join(WEIGHTS)}")
         if o.clip_frames < 0:
-            raise ExtractorError(f"--clip-frames must be 0 (all) or positive, not {o.clip_frames}")
+            raise OptionsError(f"--clip-frames must be 0 (all) or positive, not {o.clip_frames}")
         if o.clip_preprocess not in ("pil", "tensor"):
-            raise ExtractorError(f"--clip-preprocess must be pil or tensor, not {o.clip_preprocess}")
+            raise OptionsError(f"--clip-preprocess must be pil or tensor, not {o.clip_preprocess}")
         resolved = resolve_weights(WEIGHTS[o.clip_model], options.weights_path, options.random_weights,
                                    options.weights_dir)
         with seeded_random_init():

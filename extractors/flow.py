@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.optical_flow import raft_large, raft_small
 
-from clipae.extractors.base import ExtractorError, centre_crop
+from clipae.extractors.base import OptionsError, centre_crop
 from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                                      seeded_random_init)
 
@@ -101,7 +101,7 @@ def build_flow(options: FlowOptions, device: torch.device, weights_path: str | N
     try:
         cls = _ESTIMATORS[options.flow]
     except KeyError:
-        raise ExtractorError(f"unknown flow method {options.flow!r}; known: {', '.join(flow_methods())}") from None
+        raise OptionsError(f"unknown flow method {options.flow!r}; known: {', '.join(flow_methods())}") from None
     return cls(options, torch.device(device), weights_path, random_weights, weights_dir)
 
 
@@ -139,7 +139,7 @@ class RAFTFlow(FlowEstimator):
     def __init__(self, options: FlowOptions, device: torch.device, weights_path: str | None = None,
                  random_weights: bool = False, weights_dir: str | None = None) -> None:
         if options.raft_iters < 1:
-            raise ExtractorError(f"--raft-iters must be at least 1, not {options.raft_iters}")
+            raise OptionsError(f"--raft-iters must be at least 1, not {options.raft_iters}")
         spec = RAFT_WEIGHTS[self.variant]
         resolved = resolve_weights(spec, weights_path, random_weights, weights_dir)
         with seeded_random_init():
@@ -182,9 +182,9 @@ def _opencv_optflow():
     try:
         import cv2
     except ModuleNotFoundError:
-        raise ExtractorError(f"--flow tvl1 needs OpenCV's contrib modules: {TVL1_INSTALL}") from None
+        raise OptionsError(f"--flow tvl1 needs OpenCV's contrib modules: {TVL1_INSTALL}") from None
     if not hasattr(cv2, "optflow"):
-        raise ExtractorError(f"--flow tvl1: this OpenCV ({cv2.__version__}) has no contrib 'optflow' module: {TVL1_INSTALL}")
+        raise OptionsError(f"--flow tvl1: this OpenCV ({cv2.__version__}) has no contrib 'optflow' module: {TVL1_INSTALL}")
     return cv2
 
 
@@ -196,7 +196,7 @@ class TVL1Flow(FlowEstimator):
     def __init__(self, options: FlowOptions, device: torch.device, weights_path: str | None = None,
                  random_weights: bool = False, weights_dir: str | None = None) -> None:
         if weights_path is not None:
-            raise ExtractorError("--flow tvl1 has no weights to pass")
+            raise OptionsError("--flow tvl1 has no weights to pass")
         self.cv2 = _opencv_optflow()
         self.tvl1 = self.cv2.optflow.DualTVL1OpticalFlow_create()
         self.device = device

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from clipae.extractors.base import (Extractor, ExtractorError, ExtractorOptions, SnippetBatch, autocast,
+from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
                                     autocast_dtype, centre_crop, options_from_extra, precision_name, register_stream)
 from clipae.extractors.flow import (FLOW_BOUND, RAFT_WEIGHTS, FlowOptions, add_flow_arguments, build_flow,
                                     scale_flow, snippet_flow)
@@ -83,7 +83,7 @@ class I3DFlow(I3DStream):
         self.flow_options = options_from_extra(FlowOptions, options.extra)
         unused = sorted(set(options.weights_paths) & set(self.extra_weights) - {self.flow_options.flow})
         if unused:
-            raise ExtractorError(f"--weights {unused[0]}=... is not used with --flow {self.flow_options.flow}")
+            raise OptionsError(f"--weights {unused[0]}=... is not used with --flow {self.flow_options.flow}")
         super().__init__(options)
         self.flow = build_flow(self.flow_options, self.device, options.weights_paths.get(self.flow_options.flow),
                                options.random_weights, options.weights_dir)

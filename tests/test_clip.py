@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipae.extractors import clip as clip_stream
-from clipae.extractors.base import ExtractorError, ExtractorOptions, available_streams, get_stream
+from clipae.extractors.base import ExtractorOptions, OptionsError, available_streams, get_stream
 from clipae.pipeline.weights import WeightsError
 from video_frames import decode_frames, snippet_batch
 
@@ -61,7 +61,7 @@ def test_frames_are_evenly_spaced():
     assert clip_stream.frame_indices(16, 1).tolist() == [8]
     assert clip_stream.frame_indices(16, 16).tolist() == list(range(16))
     assert clip_stream.frame_indices(5, 0).tolist() == [0, 1, 2, 3, 4]
-    with pytest.raises(ExtractorError, match="--clip-frames 17"):
+    with pytest.raises(OptionsError, match="--clip-frames 17"):
         clip_stream.frame_indices(16, 17)
 
 

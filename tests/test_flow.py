@@ -10,7 +10,7 @@ import torch
 from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights, raft_small
 
 from clipae.extractors import flow as fl
-from clipae.extractors.base import ExtractorError, ExtractorOptions, get_stream
+from clipae.extractors.base import ExtractorOptions, OptionsError, get_stream
 from clipae.pipeline.weights import WeightsError
 from video_frames import decode_frames, snippet_batch
 
@@ -87,10 +87,10 @@ def test_raft_loads_a_torchvision_checkpoint_and_pads_to_a_multiple_of_8(tmp_pat
 
 def test_tvl1_without_opencv_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 -> ModuleNotFoundError
-    with pytest.raises(ExtractorError, match=r"pip install 'clipae\[tvl1\]'"):
+    with pytest.raises(OptionsError, match=r"pip install 'clipae\[tvl1\]'"):
         fl.build_flow(fl.FlowOptions(flow="tvl1"), torch.device("cpu"))
     monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="4.10.0"))  # no contrib
-    with pytest.raises(ExtractorError, match="no contrib 'optflow'"):
+    with pytest.raises(OptionsError, match="no contrib 'optflow'"):
         fl.build_flow(fl.FlowOptions(flow="tvl1"), torch.device("cpu"))
 
 
@@ -114,7 +114,7 @@ def test_i3d_flow_stream_options_and_batch_independence():
     parser = argparse.ArgumentParser()
     get_stream("i3d_flow").add_arguments(parser.add_argument_group("i3d_flow stream"))
     args = parser.parse_args(["--flow", "raft_small", "--raft-iters", "2", "--flow-quantize"])
-    with pytest.raises(ExtractorError, match="--weights raft_large=... is not used with --flow raft_small"):
+    with pytest.raises(OptionsError, match="--weights raft_large=... is not used with --flow raft_small"):
         get_stream("i3d_flow")(ExtractorOptions(weights_paths={"raft_large": "x.pth"}, extra=vars(args)))
     stream = get_stream("i3d_flow")(ExtractorOptions(random_weights=True, extra=vars(args)))
     stream.crop = 64

@@ -1,0 +1,69 @@
+"""``clipae-localize --random-weights``: required exactly when the run's features were random."""
+import sys
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from clipae.eval import localize
+from clipae.eval.proposals import ProposalConfig
+
+T = 20
+
+
+class StandInRun:
+    """A weakly-supervised run of one class whose T-CAM fires on snippets 5..9."""
+
+    def __init__(self, weights):
+        self.config = SimpleNamespace(proposals=ProposalConfig())
+        self.classes = ["A"]
+        self.extraction = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
+                           "streams": {"i3d_rgb": {}}, "weights": {"i3d_rgb": weights}}
+        self.train_assignments = None
+
+    def predict(self, features, has_audio):
+        cas = features["i3d_rgb"][:, :1]
+        return {"cas": cas, "attention": cas[:, 0], "video_scores": cas.max(axis=0)}
+
+
+@pytest.fixture
+def stand_ins(monkeypatch, tmp_path):
+    """Model and extraction stages replaced by stand-ins; returns (set_run, options seen, video)."""
+    seen = []
+
+    def extract_video(path, streams, grid, options):
+        seen.append(options)
+        rgb = np.zeros((T, 4), np.float32)
+        rgb[5:10, 0] = 1.0
+        weights = "random" if options.random_weights else "sha256:ab"
+        return ({"video_id": "v", "status": "ok", "fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
+                 "num_snippets": T, "duration_s": T * 0.64, "has_audio": True,
+                 "streams": {"i3d_rgb": {}}, "weights": {"i3d_rgb": weights}}, {"i3d_rgb": rgb})
+
+    holder = {}
+    monkeypatch.setitem(sys.modules, "clipae.models.run", types.SimpleNamespace(load_run=lambda p: holder["run"]))
+    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract", types.SimpleNamespace(extract_video=extract_video))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"stand-in")
+    return (lambda weights: holder.update(run=StandInRun(weights))), seen, video
+
+
+def test_random_run_needs_the_flag(stand_ins, tmp_path, capsys):
+    set_run, seen, video = stand_ins
+    set_run("random")
+    assert localize.main([str(video), "--run", str(tmp_path)]) == 2
+    assert "pass --random-weights" in capsys.readouterr().err and not seen  # refused before extracting
+    assert localize.main([str(video), "--run", str(tmp_path), "--random-weights"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: --random-weights" in captured.err and seen[-1].random_weights is True
+    assert "v.mp4: 12.80 s, 20 snippets" in captured.out and "    3.20     6.40  A" in captured.out
+
+
+def test_flag_refused_for_a_pretrained_run(stand_ins, tmp_path, capsys):
+    set_run, seen, video = stand_ins
+    set_run("sha256:ab")
+    assert localize.main([str(video), "--run", str(tmp_path), "--random-weights"]) == 2
+    assert "made with pretrained weights" in capsys.readouterr().err and not seen
+    assert localize.main([str(video), "--run", str(tmp_path)]) == 0
+    assert seen[-1].random_weights is False
