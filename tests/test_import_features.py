@@ -1,5 +1,6 @@
 """Importing the public I3D features (W-TALC joint array, CoLA / BaS-Net rgb/ + flow/ files)."""
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -175,3 +176,28 @@ def test_bad_input_is_one_line_without_traceback(wtalc, tmp_path, capsys):
     assert r.stderr.strip().count("\n") == 0 and "must match one to one" in r.stderr
     assert main(["wtalc", str(path), str(tmp_path / "out")]) == 2
     assert "needs --annotations" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("clipae.pipeline.extract_cli") is None,
+                    reason="the extraction stage (clipae.pipeline.extract_cli) is not merged yet")
+def test_extraction_adds_a_stream_to_imported_videos(tmp_path):
+    from clipae.pipeline import demo_data as dd
+    from clipae.pipeline.extract_cli import main as extract_main
+
+    spec = dd.DemoDatasetSpec(num_train=1, num_test=1, duration_s=(2.0, 2.5), instances=(1, 1),
+                              instance_s=(0.5, 0.8), min_gap_s=0.4)
+    data = dd.build_dataset(tmp_path / "demo", spec)
+    for plan in data.plans:
+        for stream in ("rgb", "flow"):
+            (tmp_path / "features" / stream).mkdir(parents=True, exist_ok=True)
+            np.save(tmp_path / "features" / stream / f"{plan.video_id}.npy",
+                    _features(_rows(plan.duration_s(spec.fps)), 0)[:, :1024])
+    out = tmp_path / "out"
+    assert main(["rgb-flow", str(tmp_path / "features"), str(out), "--videos", str(data.videos), "--quiet"]) == 0
+    assert extract_main([str(data.videos), str(out), "--streams", "vggish", "--random-weights", "--quiet"]) == 0
+    for vid, rec in mf.read_manifest(out / "manifest.jsonl").items():
+        assert rec["status"] == "ok" and set(rec["streams"]) == {"i3d_rgb", "i3d_flow", "vggish"}
+        assert rec["weights"] == {"i3d_rgb": "imported", "i3d_flow": "imported", "vggish": "random"}
+        assert mf.load_stream(out / "manifest.jsonl", rec, "vggish").shape == (rec["num_snippets"], 128)
+        np.testing.assert_array_equal(mf.load_stream(out / "manifest.jsonl", rec, "i3d_rgb"),
+                                      np.load(tmp_path / "features" / "rgb" / f"{vid}.npy"))
