@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, TypeVar
 
 import numpy as np
 import torch
 
 #: modules imported on first use of the registry, so each stream registers itself.
-BUILTIN_STREAM_MODULES = ("vggish", "i3d", "clip")
+BUILTIN_STREAM_MODULES = ("vggish", "i3d_streams", "clip")
 
 
 class OptionsError(ValueError):
@@ -53,6 +53,36 @@ class SnippetBatch:
     def __len__(self) -> int:
         return len(self.index)
 
+    def audio_centred(self, samples: int) -> np.ndarray:
+        """The middle ``samples`` of each audio window, ``(B, samples)``.
+
+        Windows are cut for the longest ``audio_window`` among the requested streams; a stream
+        with a shorter window takes their centre with this, so it stays centred on the snippet.
+        """
+        if self.audio is None:
+            raise ValueError("this batch carries no audio")
+        start = (self.audio.shape[1] - samples) // 2
+        if start < 0:
+            raise ValueError(f"audio windows hold {self.audio.shape[1]} samples, fewer than {samples}")
+        return self.audio[:, start:start + samples]
+
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def centre_crop(frames: ArrayT, size: int = 224) -> ArrayT:
+    """The central ``size`` x ``size`` square of ``(..., H, W, C)`` frames (numpy or torch).
+
+    Offsets round like ``torchvision.transforms.CenterCrop``; frames smaller than ``size`` are
+    an error (the decoder resizes the short side to 256 first).
+    """
+    h, w = frames.shape[-3], frames.shape[-2]
+    if h < size or w < size:
+        raise ValueError(f"cannot crop {size}x{size} from {h}x{w} frames")
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return frames[..., top:top + size, left:left + size, :]
+
 
 @dataclass
 class ExtractorOptions:
@@ -60,7 +90,8 @@ class ExtractorOptions:
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 16
-    weights_path: str | None = None      # ``--weights NAME=PATH``: use this local file
+    weights_path: str | None = None      # ``--weights NAME=PATH`` for NAME == this stream
+    weights_paths: dict = field(default_factory=dict)  # every ``--weights NAME=PATH`` given ({NAME: PATH})
     random_weights: bool = False          # ``--random-weights``: explicit random initialisation
     weights_dir: str | None = None        # download cache for known checkpoints
     extra: dict = field(default_factory=dict)  # stream-specific options (``--flow``, ``--clip-model``, ...)
@@ -80,6 +111,9 @@ class Extractor:
     inputs: ClassVar[tuple[str, ...]] = ()
     #: audio samples per snippet window (16 kHz), for streams that read audio
     audio_window: ClassVar[int] = 0
+    #: further ``--weights NAME=PATH`` names this stream reads from ``options.weights_paths``
+    #: besides its own name (e.g. a separate PCA file)
+    extra_weights: ClassVar[tuple[str, ...]] = ()
 
     weights_id: str = "random"
 
@@ -87,11 +121,12 @@ class Extractor:
         self.options = options
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         """Declare this stream's own command-line options (``--<stream>-...``), if any.
 
-        Each option's ``dest`` is the key under which the extractor reads its value from
-        ``ExtractorOptions.extra``; the command line copies the parsed values there.
+        ``clipae-extract`` calls it once per class with an argument group named after the
+        stream; each option's ``dest`` is the key under which the extractor reads its value
+        from ``ExtractorOptions.extra``.
         """
 
     def settings(self) -> dict:
@@ -101,6 +136,27 @@ class Extractor:
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
         """Features of a batch: ``(B, dim)`` float32."""
         raise NotImplementedError
+
+
+def options_from_extra(options_type: type, extra: dict):
+    """A stream's typed options dataclass from ``ExtractorOptions.extra``: the keys it declares
+    are taken, the others keep the dataclass defaults (the same defaults ``add_arguments`` shows)."""
+    return options_type(**{k: v for k, v in extra.items() if k in options_type.__dataclass_fields__})
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The precision the visual networks run in: bfloat16 autocast on CUDA, none (float32) elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context for ``None``."""
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How a stream's network ran, for its ``settings()``: ``"bfloat16 autocast"`` or ``"float32"``."""
+    return f"{str(dtype).removeprefix('torch.')} autocast" if dtype is not None else "float32"
 
 
 _REGISTRY: dict[str, type[Extractor]] = {}

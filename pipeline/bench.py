@@ -9,6 +9,7 @@ import sys
 
 BENCHMARKS = {
     "extract": "clipae.pipeline.bench_extract",  # decode, per-stream snippets/s, memory, FLOP/s
+    "streams": "clipae.extractors.bench",         # the visual streams' networks alone, per stream
     "train": "clipae.models.bench",               # one unsupervised training on synthetic features
     "eval": "clipae.eval.bench",                  # evaluator speed on ActivityNet-sized predictions
 }

@@ -86,3 +86,42 @@ def stream_path(manifest_path: str | os.PathLike, record: dict, stream: str) -> 
 def load_stream(manifest_path: str | os.PathLike, record: dict, stream: str, mmap: bool = True) -> np.ndarray:
     """A stream's ``(num_snippets, dim)`` array, memory-mapped by default."""
     return np.load(stream_path(manifest_path, record, stream), mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+# --------------------------------------------------------------------------- several writers
+
+def shard_path(out_dir: str | os.PathLike, rank: int) -> Path:
+    """The manifest shard a rank writes under ``torchrun`` (merged into ``manifest.jsonl`` at the end)."""
+    return Path(out_dir) / f"manifest.rank{rank}.jsonl"
+
+
+def merge_shards(out_dir: str | os.PathLike) -> int:
+    """Append every ``manifest.rank<k>.jsonl`` to ``manifest.jsonl`` (rank order) and delete them.
+
+    The new manifest replaces the old one atomically before any shard is deleted, so a crash
+    at any point loses nothing (at worst a shard's lines are merged twice, which changes no
+    video's last line). Returns the number of lines merged.
+    """
+    out_dir = Path(out_dir)
+    shards = sorted(out_dir.glob("manifest.rank*.jsonl"), key=lambda p: int(p.stem.split("rank")[-1]))
+    if not shards:
+        return 0
+    main = out_dir / MANIFEST_NAME
+    records = list(iter_lines(main)) if main.exists() else []
+    merged = [rec for shard in shards for rec in iter_lines(shard)]
+    write_records(main, records + merged)
+    for shard in shards:
+        shard.unlink()
+    return len(merged)
+
+
+def last_records(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``({video_id: last line}, {video_id: last ok line})`` of a manifest (empty if absent)."""
+    last: dict[str, dict] = {}
+    last_ok: dict[str, dict] = {}
+    if Path(path).exists():
+        for rec in iter_lines(path):
+            last[rec["video_id"]] = rec
+            if rec.get("status") == "ok":
+                last_ok[rec["video_id"]] = rec
+    return last, last_ok

@@ -16,15 +16,21 @@ prefix, and verification checks the prefix.
 Some released files are not plain tensor state dicts but dicts of NumPy arrays (the torchvggish
 PCA parameters); ``load_checkpoint(path, numpy_arrays=True)`` reads those with
 ``weights_only=True`` too, allowing only the reconstruction of plain numeric NumPy arrays.
+
+Checkpoints committed to a git repository without a published sha256 carry the file's git blob id instead (``git ls-tree`` shows it), which is a
+digest of the content as well. A spec with neither is accepted with a loud warning and its
+sha256 is recorded as seen.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +49,11 @@ class WeightsSpec:
     stream: str      # the stream name used by ``--weights NAME=PATH``
     filename: str
     url: str
-    sha256: str      # full hex digest, or the published prefix (>= 8 hex digits)
+    sha256: str      # full hex digest, or the published prefix (>= 8 hex digits); "" if none is published
     key_format: str  # which key names the file uses (documented by the loader)
     #: how a user passes the file by hand, named in every error; ``--weights <stream>=PATH`` if empty
     option: str = ""
+    git_blob_sha1: str = ""  # the file's git blob id where it is committed to a repository
 
     def by_hand(self, path: str | os.PathLike = "PATH") -> str:
         """The command-line option that passes this file by hand, e.g. ``--weights vggish=PATH``."""
@@ -59,12 +66,39 @@ class ResolvedWeights:
     identity: str      # "sha256:<hex>" or "random"
 
 
+class UnverifiedWeightsWarning(UserWarning):
+    """A checkpoint was used whose spec publishes no digest to check it against."""
+
+
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    return _digests(path, chunk)[0]
+
+
+def _digests(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, in one read."""
     h = hashlib.sha256()
+    g = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
-    return h.hexdigest()
+            g.update(block)
+    return h.hexdigest(), g.hexdigest()
+
+
+def verify_file(spec: WeightsSpec, path: str | os.PathLike) -> str:
+    """The file's sha256 after checking it against the spec's digest, or a :class:`WeightsError`
+    naming what was expected. A spec without any digest warns loudly and records what it saw."""
+    sha256, blob = _digests(path)
+    if spec.sha256:
+        if not sha256.startswith(spec.sha256):
+            raise WeightsError(f"{path} has sha256 {sha256}, expected {spec.sha256}…")
+    elif spec.git_blob_sha1:
+        if blob != spec.git_blob_sha1:
+            raise WeightsError(f"{path} has git blob id {blob}, expected {spec.git_blob_sha1}")
+    else:
+        warnings.warn(f"{spec.filename}: no digest is published for {spec.url}; using {path} unverified "
+                      f"(sha256 {sha256}, recorded in the manifest)", UnverifiedWeightsWarning, stacklevel=2)
+    return sha256
 
 
 def _download(spec: WeightsSpec, dest: Path) -> None:
@@ -74,9 +108,10 @@ def _download(spec: WeightsSpec, dest: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as resp:
             shutil.copyfileobj(resp, out, length=1 << 20)
-        digest = sha256_of(tmp)
-        if not digest.startswith(spec.sha256):
-            raise WeightsError(f"{spec.filename} from {spec.url} has sha256 {digest}, expected {spec.sha256}…; {hint}")
+        try:
+            verify_file(spec, tmp)
+        except WeightsError as e:
+            raise WeightsError(f"{spec.filename} from {spec.url}: {e}; {hint}") from None
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise WeightsError(f"cannot download {spec.filename} from {spec.url} ({e}); {hint}") from None
@@ -103,11 +138,20 @@ def resolve_weights(spec: WeightsSpec, path: str | None = None, random: bool = F
             raise WeightsError(f"{spec.filename} is not in {dest.parent}; get it from {spec.url} "
                                f"and pass {spec.by_hand()}, or use --random-weights")
         _download(spec, dest)
-    digest = sha256_of(dest)
-    if not digest.startswith(spec.sha256):
-        raise WeightsError(f"{dest} has sha256 {digest}, expected {spec.sha256}…; delete it to download again "
-                           f"from {spec.url}, or pass {spec.by_hand()}")
+    try:
+        digest = verify_file(spec, dest)
+    except WeightsError as e:
+        raise WeightsError(f"{e}; delete it to download again from {spec.url}, or pass {spec.by_hand()}") from None
     return ResolvedWeights(dest, "sha256:" + digest)
+
+
+@contextlib.contextmanager
+def seeded_random_init(seed: int = 0):
+    """Build ``--random-weights`` networks inside this block: the same random weights on every
+    run (so a resumed extraction matches an uninterrupted one), without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _numpy_array_globals() -> list:
@@ -140,6 +184,16 @@ def load_checkpoint(path: str | os.PathLike, numpy_arrays: bool = False) -> dict
     if numpy_arrays:
         obj = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
     return obj
+
+
+def load_state_strict(name: str, model: torch.nn.Module, state: dict) -> None:
+    """Load ``state`` into ``model`` after :func:`check_keys` against the model's own keys and
+    shapes. BatchNorm ``num_batches_tracked`` counters only count training steps: checkpoints
+    written before PyTorch 0.4 lack them, so they are neither required nor read."""
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    check_keys(name, state, expected)
+    model.load_state_dict(state, strict=False)  # strict=False only for the step counters
 
 
 def check_keys(name: str, state: dict, expected: dict[str, tuple[int, ...]]) -> None:

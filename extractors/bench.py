@@ -1,0 +1,159 @@
+"""``clipae-bench streams``: the networks of the feature streams alone, on ready-made snippets.
+
+For each stream, in a fresh process (so peak memory is its own): build it, run one snippet to
+warm up, then time ``--batches`` batches of ``--batch-size`` snippets and print
+
+* snippets/s and × real time (video seconds per snippet = stride / fps, 0.64 s by default);
+* peak memory: CUDA ``max_memory_allocated``, or the process's peak resident set on the CPU;
+* GFLOP per snippet counted by ``torch.utils.flop_counter`` (convolutions and matrix products;
+  pooling, ``grid_sample`` and element-wise work are not counted) and the achieved FLOP/s as a
+  fraction of this machine's measured matrix-product FLOP/s (float32 on the CPU, bfloat16 on CUDA,
+  the precision the streams run in).
+
+Frames are random 455×256 (THUMOS-like 320×180 video with the short side resized to 256) unless
+``--video`` names a file; weights are random unless ``--weights-dir`` holds the real ones (the
+speed does not depend on the weights). Decoding is not timed here.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from clipae.extractors.base import ExtractorOptions, SnippetBatch, available_streams, get_stream
+
+
+def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's FLOP/s on an ``n``×``n`` matrix product (best of ``repeats``)."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_batch(frames: np.ndarray, batch_size: int, length: int) -> SnippetBatch:
+    """``batch_size`` consecutive snippets of ``length`` frames cycling through ``frames``."""
+    idx = np.arange(batch_size * length + 1) % len(frames)
+    clip = frames[idx]
+    return SnippetBatch(index=np.arange(batch_size), frames=clip[:-1].reshape(batch_size, length, *frames.shape[1:]),
+                        next_frames=clip[length::length], has_next=np.ones(batch_size, dtype=bool))
+
+
+def load_frames(video: str | None, count: int, short_side: int = 256) -> np.ndarray:
+    if video is None:
+        return np.random.default_rng(0).integers(0, 256, (count, short_side, 455, 3), dtype=np.uint8)
+    import av
+    frames = []
+    with av.open(video) as container:
+        stream = container.streams.video[0]
+        scale = short_side / min(stream.width, stream.height)
+        size = dict(width=round(stream.width * scale), height=round(stream.height * scale))
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24", **size))
+            if len(frames) == count:
+                break
+    return np.stack(frames)
+
+
+def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, length: int, batches: int) -> dict:
+    """Time one stream in this process: snippets/s, peak memory (bytes), FLOP per snippet."""
+    device = torch.device(options.device)
+    stream = get_stream(name)(options)
+    batch = make_batch(frames, options.batch_size, length)
+    one = make_batch(frames, 1, length)
+    stream(one)  # warm-up (lazy initialisation, allocations)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(batches):
+        stream(batch)
+    _sync(device)
+    seconds = time.perf_counter() - t
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    with FlopCounterMode(display=False) as counter:
+        stream(one)
+    return {"stream": name, "snippets_per_s": batches * len(batch) / seconds, "peak_bytes": peak,
+            "flop_per_snippet": counter.get_total_flops(), "weights": stream.weights_id,
+            "settings": stream.settings()}
+
+
+def _child(queue, *args) -> None:
+    try:
+        queue.put(("ok", benchmark_stream(*args)))
+    except Exception as e:  # handed to the parent, which prints it and fails
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    parser = argparse.ArgumentParser(prog="clipae-bench streams", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", default="i3d_rgb,i3d_flow,clip")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=4, help="snippets per call (default %(default)s)")
+    parser.add_argument("--batches", type=int, default=2, help="timed calls per stream (default %(default)s)")
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--snippet-length", type=int, default=16)
+    parser.add_argument("--snippet-stride", type=int, default=16)
+    parser.add_argument("--video", help="take the frames from this video instead of random ones")
+    parser.add_argument("--weights-dir", help="use the real checkpoints found here (default: random weights)")
+    dests: dict[str, list[str]] = {}
+    for name in available_streams():
+        before = {a.dest for a in parser._actions}
+        get_stream(name).add_arguments(parser.add_argument_group(f"{name} stream"))
+        dests[name] = [a.dest for a in parser._actions if a.dest not in before]
+    return parser, dests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, dests = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    device = torch.device(args.device)
+    frames = load_frames(args.video, args.batch_size * args.snippet_length + 1)
+    video_s_per_snippet = args.snippet_stride / args.fps
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak_flops = matmul_flops(device, dtype)
+    print(f"device {device} ({torch.get_num_threads()} CPU threads), frames {frames.shape[2]}x{frames.shape[1]}, "
+          f"{args.batch_size} snippets of {args.snippet_length} frames per call, "
+          f"{'real' if args.weights_dir else 'random'} weights; "
+          f"measured {str(dtype).removeprefix('torch.')} matmul: {peak_flops / 1e9:.1f} GFLOP/s")
+    print(f"{'stream':10} {'snippets/s':>10} {'x real time':>11} {'peak MiB':>9} {'GFLOP/snip':>10} "
+          f"{'GFLOP/s':>8} {'of matmul':>9}  settings")
+    ctx = mp.get_context("spawn")
+    for name in [s.strip() for s in args.streams.split(",") if s.strip()]:
+        options = ExtractorOptions(device=device, batch_size=args.batch_size, random_weights=not args.weights_dir,
+                                   weights_dir=args.weights_dir, extra={d: getattr(args, d) for d in dests[name]})
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(queue, name, options, frames, args.snippet_length, args.batches))
+        proc.start()
+        status, r = queue.get()
+        proc.join()
+        if status == "error":
+            print(f"{name}: {r}", file=sys.stderr)
+            return 1
+        achieved = r["flop_per_snippet"] * r["snippets_per_s"]
+        shown = {k: v for k, v in r["settings"].items() if k in ("flow", "raft_iters", "model", "frames", "preprocess", "precision")}
+        print(f"{name:10} {r['snippets_per_s']:10.3f} {r['snippets_per_s'] * video_s_per_snippet:11.3f} "
+              f"{r['peak_bytes'] / 2**20:9.0f} {r['flop_per_snippet'] / 1e9:10.1f} {achieved / 1e9:8.1f} "
+              f"{achieved / peak_flops:9.1%}  {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

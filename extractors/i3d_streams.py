@@ -1,0 +1,101 @@
+"""The two I3D streams of DESIGN.md: ``i3d_rgb`` and ``i3d_flow`` (1024-d rows each).
+
+Both take a snippet's frames (short side 256), centre-crop them to 224×224 and run the
+Inception-v1 I3D of :mod:`clipae.extractors.i3d` on the whole batch of snippets at once:
+
+* ``i3d_rgb``: the L frames, scaled to [-1, 1] → ``(B, 3, L, 224, 224)``.
+* ``i3d_flow``: L flow fields (:mod:`clipae.extractors.flow`) clipped to ±20 and scaled to
+  [-1, 1] → ``(B, 2, L, 224, 224)``.
+
+On CUDA the I3D runs under ``torch.autocast`` in bfloat16; on the CPU in float32. The
+precision is part of :meth:`settings` (so of the manifest's ``config_hash``).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
+                                    autocast_dtype, centre_crop, options_from_extra, precision_name, register_stream)
+from clipae.extractors.flow import (FLOW_BOUND, RAFT_WEIGHTS, FlowOptions, add_flow_arguments, build_flow,
+                                    scale_flow, snippet_flow)
+from clipae.extractors.i3d import FEATURE_DIM, WEIGHTS, i3d, load_i3d_weights
+from clipae.pipeline.weights import resolve_weights, seeded_random_init
+
+CROP = 224
+
+
+class I3DStream(Extractor):
+    """An I3D over one modality; subclasses turn a batch into the network's input."""
+
+    dim = FEATURE_DIM
+    inputs = ("frames",)
+    modality: ClassVar[str] = ""
+    crop: int = CROP  # the network's input size (tests use smaller inputs)
+
+    def __init__(self, options: ExtractorOptions) -> None:
+        super().__init__(options)
+        resolved = resolve_weights(WEIGHTS[self.modality], options.weights_path, options.random_weights,
+                                   options.weights_dir)
+        with seeded_random_init():
+            self.net = i3d(self.modality)
+        if resolved.path is not None:
+            load_i3d_weights(self.net, resolved.path, name=self.name)
+        self.net.to(options.device)
+        self.weights_id = resolved.identity
+        self.device = torch.device(options.device)
+        self.autocast = autocast_dtype(self.device)
+
+    def network_input(self, batch: SnippetBatch) -> torch.Tensor:
+        """``(B, C, L, 224, 224)`` float32 in [-1, 1] on the device."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        return {"network": f"i3d_{self.modality}", "crop": self.crop, "feature": "avg_pool after Mixed_5c, time mean",
+                "precision": precision_name(self.autocast)}
+
+    @torch.no_grad()
+    def __call__(self, batch: SnippetBatch) -> np.ndarray:
+        x = self.network_input(batch)
+        with autocast(self.device, self.autocast):
+            features = self.net.features(x)
+        return features.float().cpu().numpy()
+
+
+@register_stream("i3d_rgb")
+class I3DRGB(I3DStream):
+    modality = "rgb"
+
+    def network_input(self, batch: SnippetBatch) -> torch.Tensor:
+        frames = torch.from_numpy(np.ascontiguousarray(centre_crop(batch.frames, self.crop))).to(self.device)
+        return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+@register_stream("i3d_flow")
+class I3DFlow(I3DStream):
+    modality = "flow"
+    extra_weights = tuple(RAFT_WEIGHTS)  # --weights raft_large=PATH / raft_small=PATH
+
+    def __init__(self, options: ExtractorOptions) -> None:
+        self.flow_options = options_from_extra(FlowOptions, options.extra)
+        unused = sorted(set(options.weights_paths) & set(self.extra_weights) - {self.flow_options.flow})
+        if unused:
+            raise OptionsError(f"--weights {unused[0]}=... is not used with --flow {self.flow_options.flow}")
+        super().__init__(options)
+        self.flow = build_flow(self.flow_options, self.device, options.weights_paths.get(self.flow_options.flow),
+                               options.random_weights, options.weights_dir)
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        add_flow_arguments(group)
+
+    def network_input(self, batch: SnippetBatch) -> torch.Tensor:
+        fields = snippet_flow(self.flow, batch.frames, batch.next_frames, batch.has_next, self.crop, self.device)
+        return scale_flow(fields, FLOW_BOUND, self.flow_options.flow_quantize)
+
+    def settings(self) -> dict:
+        return {**super().settings(), **self.flow.settings(), "flow_bound": FLOW_BOUND,
+                "flow_quantize": self.flow_options.flow_quantize}

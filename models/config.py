@@ -1,0 +1,229 @@
+"""One typed configuration for training: dataclass defaults ← YAML file ← ``--set a.b=value``.
+
+The resolved configuration is written to ``<run>/config.yaml`` and read back by
+:func:`clipae.models.run.load_run`, so a run folder always says exactly how it was made.
+Only the method's temperature (τ = 1.0, Eq. 8) is given by the paper; every other default is
+explained in ``models/README.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used (one line)."""
+
+
+@dataclass
+class StreamsConfig:
+    """Manifest stream names of each view (DESIGN.md)."""
+    cbp: list[str] = field(default_factory=lambda: ["i3d_rgb", "i3d_flow"])  # the two UGCT streams
+    vlp: str = "clip"
+    audio: str = "vggish"
+
+
+@dataclass
+class DataConfig:
+    train_subset: str = "validation"     # THUMOS14 trains on its validation videos
+    test_subset: str = "test"
+    num_segments: int = 750              # snippets sampled per training video (W-TALC / CoLA)
+    skip_missing: bool = False           # train on what exists when ground-truth videos lack features
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
+
+
+@dataclass
+class ModelConfig:
+    use_caf: bool = True                 # Sec. 2.1, Eq. 1-3
+    use_ccp: bool = True                 # Sec. 2.2, Eq. 4-6
+    caf_dim: int = 512                   # d_x
+    caf_stages: int = 2                  # cross-attention stages with dense skips
+    ccp_dim: int = 512                   # d of Eq. 5
+    hidden_dim: int = 2048               # per-stream T-CAM width (CoLA)
+    attention_dim: int = 512             # per-stream attention (filtering) branch width (BaS-Net)
+    dropout: float = 0.7                 # CoLA / BaS-Net
+
+
+@dataclass
+class LossConfig:
+    use_ssl: bool = True                 # Eq. 7-9
+    topk_ratio: int = 8                  # top-k MIL: k = ceil(T / ratio)
+    attention_l1: float = 0.05           # sparsity of the attention (STPN's L1), on its mean over snippets
+    collab_weight: float = 1.0           # UGCT pseudo-label loss on the attention
+    collab_threshold: float = 0.5        # binarises the other stream's attention
+    collab_warmup_epochs: int = 5        # epochs before the streams teach each other
+    ssl_weight: float = 0.1              # weight of L_self (Eq. 9) in the total loss
+    temperature: float = 1.0             # τ of Eq. 8 (paper: 1.0)
+    bank_momentum: float = 0.5           # memory bank update (instance discrimination)
+
+
+@dataclass
+class ClusterConfig:
+    method: str = "kmeans"               # "kmeans" (scikit-learn) or "spectral"
+    num_clusters: int | None = None      # None: the number of classes of the ground truth
+    n_init: int = 10
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "unsupervised"           # or "weakly"
+    rounds: int = 5                      # cluster → train → re-embed iterations (TCAM: 4-5)
+    epochs_per_round: int = 60
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"                 # "auto", "cpu", "cuda", "cuda:1", ...
+    num_workers: int = 0
+    threads: int = 0                     # torch CPU threads (0: torch's default)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "Config":
+        if self.train.mode not in ("unsupervised", "weakly"):
+            raise ConfigError(f"train.mode must be 'unsupervised' or 'weakly', not {self.train.mode!r}")
+        if self.cluster.method not in ("kmeans", "spectral"):
+            raise ConfigError(f"cluster.method must be 'kmeans' or 'spectral', not {self.cluster.method!r}")
+        if len(self.data.streams.cbp) != 2:
+            raise ConfigError("data.streams.cbp must name exactly two streams (RGB and flow)")
+        for name in ("rounds", "epochs_per_round", "batch_size"):
+            if getattr(self.train, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1")
+        if self.model.caf_stages < 1:
+            raise ConfigError("model.caf_stages must be at least 1")
+        return self
+
+    def required_streams(self) -> list[str]:
+        """Manifest streams this configuration reads: no vggish without CAF, no clip without CCP."""
+        names = list(self.data.streams.cbp)
+        if self.model.use_ccp:
+            names.append(self.data.streams.vlp)
+        if self.model.use_caf:
+            names.append(self.data.streams.audio)
+        return names
+
+
+def _coerce(value, tp, where: str):
+    """``value`` (from YAML) checked against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, where) for v in value]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _merge(obj, values: dict, prefix: str = "") -> None:
+    """Overwrite fields of dataclass ``obj`` with the nested dict ``values``."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {where!r} (known here: {', '.join(sorted(known))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, where + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], where))
+
+
+def parse_override(text: str) -> dict:
+    """``"a.b=value"`` → ``{"a": {"b": value}}`` with the value read as YAML (``1e-3``, ``false``, ``[x, y]``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML file, or the name of a bundled config (``thumos14``, ``anet12``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = CONFIG_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {name_or_path!r}: no such file and no bundled config of that name ({names})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                extra: dict | None = None) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``extra`` (a nested dict), then ``overrides``."""
+    cfg = Config()
+    if path is not None:
+        p = resolve_config_path(str(path))
+        try:
+            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        _merge(cfg, values)
+    if extra:
+        _merge(cfg, extra)
+    for text in overrides or []:
+        _merge(cfg, parse_override(text))
+    return cfg.validate()
+
+
+def config_from_dict(values: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, values)
+    return cfg.validate()
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,255 @@
+"""Training data over the manifest: memory-mapped features, ground-truth labels, sampling, batching.
+
+A batch is a dict of tensors:
+
+- ``<stream>``: ``(B, T, dim)`` float32 for each stream the configuration reads
+- ``mask``: ``(B, T)`` bool, True on real snippets (False on padding)
+- ``has_audio``: ``(B,)`` bool; False means the ``vggish`` rows are zeros and must be ignored
+- ``index``: ``(B,)`` long, the video's position in the training list (memory bank slot)
+- ``labels``: ``(B, K)`` float multi-hot video labels (true classes, or one-hot cluster ids)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from clipae.pipeline.annotations import GroundTruth, canonical_id
+from clipae.pipeline.manifest import load_stream, read_manifest
+
+
+class DataError(ValueError):
+    """Training data that cannot be used (one line)."""
+
+
+def _examples(names: list[str], n: int = 3) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (", ..." if len(names) > n else "")
+
+
+@dataclass
+class FeatureStore:
+    """The ``ok`` videos of a manifest and their feature files (opened memory-mapped on first use)."""
+    manifest_path: Path
+    records: dict[str, dict]
+    _maps: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, manifest_path: str | Path) -> "FeatureStore":
+        path = Path(manifest_path)
+        if not path.is_file():
+            raise DataError(f"{path}: no such manifest")
+        records = {vid: r for vid, r in read_manifest(path).items() if r.get("status") == "ok"}
+        if not records:
+            raise DataError(f"{path}: no video with status 'ok'")
+        return cls(path, records)
+
+    def check_streams(self, video_ids: list[str], streams: list[str]) -> dict[str, int]:
+        """``{stream: dim}``; raises when a video lacks a stream or dims disagree."""
+        dims: dict[str, int] = {}
+        for stream in streams:
+            lacking = [v for v in video_ids if stream not in self.records[v].get("streams", {})]
+            if lacking:
+                raise DataError(f"{len(lacking)} of {len(video_ids)} videos have no {stream!r} stream in "
+                                f"{self.manifest_path} ({_examples(lacking)}); the configuration needs it "
+                                f"(streams needed: {', '.join(streams)})")
+            found = {int(self.records[v]["streams"][stream]["dim"]) for v in video_ids}
+            if len(found) != 1:
+                raise DataError(f"stream {stream!r} has several dims in {self.manifest_path}: {sorted(found)}")
+            dims[stream] = found.pop()
+        return dims
+
+    def load(self, video_id: str, streams: list[str]) -> dict[str, np.ndarray]:
+        """``{stream: (T, dim)}`` memory-mapped arrays of one video."""
+        out = {}
+        for s in streams:
+            key = (video_id, s)
+            if key not in self._maps:
+                rec = self.records[video_id]
+                a = load_stream(self.manifest_path, rec, s)
+                n = int(rec["num_snippets"])
+                if a.ndim != 2 or a.shape[0] != n:
+                    raise DataError(f"{video_id}: {s} has shape {a.shape}, the manifest says {n} snippets")
+                self._maps[key] = a
+            out[s] = self._maps[key]
+        return out
+
+    def has_audio(self, video_id: str) -> bool:
+        return bool(self.records[video_id].get("has_audio", False))
+
+    def num_snippets(self, video_id: str) -> int:
+        return int(self.records[video_id]["num_snippets"])
+
+
+def extraction_settings(store: FeatureStore, video_ids: list[str], streams: list[str]) -> dict:
+    """What single-video localisation needs to re-extract features exactly like the training ones."""
+    recs = [store.records[v] for v in video_ids]
+    grids = {(float(r["fps"]), int(r["snippet_length"]), int(r["snippet_stride"])) for r in recs}
+    if len(grids) != 1:
+        raise DataError(f"the training videos use {len(grids)} different snippet grids: {sorted(grids)}")
+    fps, length, stride = grids.pop()
+    out = {"fps": fps, "snippet_length": length, "snippet_stride": stride,
+           "streams": {}, "weights": {}, "config_hash": sorted({str(r.get("config_hash", "")) for r in recs})}
+    for s in streams:
+        info = recs[0]["streams"][s]
+        settings = [r["streams"][s].get("settings") for r in recs]
+        if any(x != settings[0] for x in settings):
+            raise DataError(f"stream {s!r} was extracted with different settings across training videos")
+        out["streams"][s] = {"dim": int(info["dim"]), "dtype": info.get("dtype"), "settings": settings[0]}
+        weights = {str(r.get("weights", {}).get(s)) for r in recs}
+        if len(weights) != 1:
+            raise DataError(f"stream {s!r} was extracted with different weights across training videos")
+        out["weights"][s] = weights.pop()
+    return out
+
+
+@dataclass
+class TrainingSet:
+    """The videos of the training subset that have features, with their labels."""
+    video_ids: list[str]             # manifest ids, in training order (index = memory-bank slot)
+    gt_ids: list[str]                # the same videos as spelled in the ground truth
+    classes: list[str]               # class names of the ground truth
+    labels: np.ndarray               # (N, K) multi-hot true labels (weakly mode; NMI / ARI)
+    main_label: np.ndarray           # (N,) class of longest annotated duration, -1 when none
+    missing: list[str]               # ground-truth videos skipped for lack of features
+
+
+def training_set(store: FeatureStore, gt: GroundTruth, subset: str, skip_missing: bool) -> TrainingSet:
+    """Videos of ``subset`` matched to the manifest (``v_`` prefix tolerated)."""
+    sub = gt.subset(subset)
+    vids, gids, missing = [], [], []
+    for gid in sub.database:
+        mid = canonical_id(gid, store.records)
+        if mid is None:
+            missing.append(gid)
+        else:
+            vids.append(mid)
+            gids.append(gid)
+    if missing and not skip_missing:
+        raise DataError(f"{len(missing)} of {len(sub.database)} videos of subset {subset!r} are missing from "
+                        f"{store.manifest_path} or failed extraction ({_examples(missing)}); extract them or "
+                        f"pass --set data.skip_missing=true")
+    if not vids:
+        raise DataError(f"no video of subset {subset!r} has features in {store.manifest_path}")
+    cls_index = {c: i for i, c in enumerate(gt.classes)}
+    labels = np.zeros((len(vids), len(gt.classes)), dtype=np.float32)
+    main = np.full(len(vids), -1, dtype=np.int64)
+    for i, gid in enumerate(gids):
+        durations: dict[str, float] = {}
+        for a in sub.database[gid].get("annotations", []):
+            labels[i, cls_index[a["label"]]] = 1.0
+            s, e = a["segment"]
+            durations[a["label"]] = durations.get(a["label"], 0.0) + max(float(e) - float(s), 0.0)
+        if durations:
+            main[i] = cls_index[max(sorted(durations), key=durations.get)]
+    return TrainingSet(vids, gids, list(gt.classes), labels, main, missing)
+
+
+def compute_feature_stats(store: FeatureStore, video_ids: list[str], streams: list[str],
+                          audio_stream: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-stream, per-dimension mean and std over all training snippets (float64 sums).
+
+    Audio statistics skip videos without an audio track (their rows are placeholder zeros).
+    """
+    stats = {}
+    for s in streams:
+        total, sq, n = None, None, 0
+        for v in video_ids:
+            if s == audio_stream and not store.has_audio(v):
+                continue
+            a = np.asarray(store.load(v, [s])[s], dtype=np.float64)
+            total = a.sum(0) if total is None else total + a.sum(0)
+            sq = (a * a).sum(0) if sq is None else sq + (a * a).sum(0)
+            n += a.shape[0]
+        if n == 0:  # no training video has audio: identity normalisation, the audio is masked anyway
+            dim = int(store.records[video_ids[0]]["streams"][s]["dim"])
+            stats[s] = (np.zeros(dim, np.float32), np.ones(dim, np.float32))
+            continue
+        mean = total / n
+        std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
+        stats[s] = (mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
+    return stats
+
+
+def sample_indices(length: int, num: int, rng: np.random.Generator | None) -> np.ndarray:
+    """``num`` snippet indices of a ``length``-snippet video, in temporal order.
+
+    Training (``rng`` given): the video is cut into ``num`` equal spans and one random snippet is
+    drawn from each (the random perturbation of BaS-Net / CoLA / UM); short videos repeat snippets.
+    Without ``rng``: the centre of each span.
+    """
+    edges = np.arange(num + 1) * length / num
+    lo = np.floor(edges[:-1]).astype(np.int64)
+    hi = np.maximum(np.floor(edges[1:]).astype(np.int64), lo + 1)  # exclusive, at least one snippet
+    hi = np.minimum(hi, length)
+    if rng is None:
+        return (lo + hi - 1) // 2
+    return lo + np.floor(rng.random(num) * (hi - lo)).astype(np.int64)
+
+
+class VideoDataset(Dataset):
+    """Videos as dicts of tensors; ``num_segments`` snippets sampled per item when given, else all."""
+
+    def __init__(self, store: FeatureStore, video_ids: list[str], streams: list[str], audio_stream: str | None,
+                 labels: np.ndarray | None = None, num_segments: int | None = None, seed: int = 0):
+        self.store, self.video_ids, self.streams = store, video_ids, streams
+        self.audio_stream, self.labels, self.num_segments = audio_stream, labels, num_segments
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch_key: int) -> None:
+        """Makes the random snippet sampling a function of (seed, epoch_key, video)."""
+        self.epoch = epoch_key
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        vid = self.video_ids[i]
+        arrays = self.store.load(vid, self.streams)
+        length = self.store.num_snippets(vid)
+        if self.num_segments is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            idx = sample_indices(length, self.num_segments, rng)
+        else:
+            idx = slice(None)
+        item = {s: torch.from_numpy(np.array(a[idx], dtype=np.float32)) for s, a in arrays.items()}  # a copy
+        has_audio = self.store.has_audio(vid)
+        if self.audio_stream in item and not has_audio:
+            item[self.audio_stream].zero_()  # placeholder rows never reach the model
+        item["has_audio"] = torch.tensor(has_audio)
+        item["index"] = torch.tensor(i, dtype=torch.long)
+        if self.labels is not None:
+            item["labels"] = torch.from_numpy(self.labels[i])
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Pads streams to the longest video of the batch and adds ``mask`` ``(B, T)``."""
+    streams = [k for k, v in items[0].items() if v.ndim == 2]
+    lengths = [items[j][streams[0]].shape[0] for j in range(len(items))]
+    t = max(lengths)
+    out: dict = {}
+    for s in streams:
+        dim = items[0][s].shape[1]
+        buf = torch.zeros(len(items), t, dim)
+        for j, it in enumerate(items):
+            buf[j, : lengths[j]] = it[s]
+        out[s] = buf
+    out["mask"] = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+    for k in ("has_audio", "index", "labels"):
+        if k in items[0]:
+            out[k] = torch.stack([it[k] for it in items])
+    return out
+
+
+def epoch_order(n: int, seed: int, epoch_key: int, rank: int = 0, world: int = 1) -> list[int]:
+    """This rank's share of a seeded permutation of ``n`` items (padded so every rank gets as many)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch_key)
+    perm = torch.randperm(n, generator=g).tolist()
+    per_rank = math.ceil(n / world)
+    perm = (perm * math.ceil(per_rank * world / n))[: per_rank * world]
+    return perm[rank::world]

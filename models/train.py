@@ -1,0 +1,427 @@
+"""``clipae-train``: manifest + ground truth → a trained run folder.
+
+    clipae-train --manifest M --annotations A --out RUN [--config thumos14|anet12|FILE]
+                 [--mode unsupervised|weakly] [--rounds R] [--set key=value ...] [--quiet]
+
+Unsupervised (default): R rounds of cluster the training videos into K groups → train on the
+cluster ids as video labels → re-embed the videos with the model's attention. Weakly: one round on
+the true video labels. Multi-GPU: ``torchrun --nproc_per_node=N -m clipae.models.train ...``.
+
+The run folder holds ``config.yaml`` (resolved), ``extraction.json`` (grid, stream settings and
+weights of the training features), ``checkpoint.pt`` (rewritten atomically after every epoch: model
+with feature statistics, optimizer, memory bank, cluster ids and centres), ``assignments.json``,
+``metrics.csv`` (losses per epoch), ``rounds.csv`` (cluster sizes, NMI / ARI, time per round) and
+``train.log``. Running the same command again resumes from the checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from clipae.models import clustering
+from clipae.models.clipae import build_model
+from clipae.models.config import Config, ConfigError, config_from_dict, load_config, save_config
+from clipae.models.data import (DataError, FeatureStore, VideoDataset, collate, compute_feature_stats,
+                                epoch_order, extraction_settings, training_set)
+from clipae.models.losses import CLIPAELoss
+from clipae.pipeline.annotations import AnnotationError, load_ground_truth
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked (one line)."""
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Joins the process group when started by ``torchrun`` (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device is {name!r} but CUDA is not available")
+        return torch.device("cuda", d.local_rank) if d.world > 1 else torch.device(name)
+    return torch.device(name)
+
+
+def _epoch_key(r: int, e: int, epochs: int) -> int:
+    return r * epochs + e
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class Trainer:
+    """The round / epoch loop of one run (every rank runs one; rank 0 writes the run folder)."""
+
+    def __init__(self, cfg: Config, out: Path, store: FeatureStore, tset, dims: dict[str, int],
+                 classes: list[str], d: Dist, device: torch.device, quiet: bool):
+        self.cfg, self.out, self.store, self.tset, self.dims = cfg, out, store, tset, dims
+        self.classes, self.dist, self.device, self.quiet = classes, d, device, quiet
+        self.k = len(classes)
+        t = cfg.train
+        if t.batch_size % d.world:
+            raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the {d.world} processes")
+        self.streams = cfg.required_streams()
+        audio = cfg.data.streams.audio if cfg.model.use_caf else None
+        n = len(tset.video_ids)
+        self.train_set = VideoDataset(store, tset.video_ids, self.streams, audio, np.zeros((n, self.k), np.float32),
+                                      cfg.data.num_segments, seed=t.seed)
+        self.full_set = VideoDataset(store, tset.video_ids, self.streams, audio)
+        self.views = [list(cfg.data.streams.cbp)] + ([[cfg.data.streams.vlp]] if cfg.model.use_ccp else [])
+        torch.manual_seed(t.seed)
+        self.model = build_model(cfg, dims, self.k).to(device)
+        self.loss = CLIPAELoss(cfg.loss, n, cfg.model.ccp_dim if cfg.model.use_ccp else None, seed=t.seed).to(device)
+        self.net = self.model
+        if d.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+        self.optimizer = None
+        self.round, self.epoch, self.complete = 0, 0, False
+        self.assignments: list[np.ndarray] = []
+        self.centres = np.zeros((0, 0), np.float32)
+        self.round_seconds = 0.0
+        self.round_info: dict = {}
+        self.history: dict[str, list] = {"epochs": [], "rounds": []}
+        self.log_file = out / "train.log"
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if not self.dist.main:
+            return
+        with open(self.log_file, "a", encoding="utf-8") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+        if not self.quiet:
+            tqdm.write(msg, file=sys.stderr)
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        return torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+    def save(self) -> None:
+        if self.dist.main:
+            state = {
+                "format": CHECKPOINT_FORMAT, "round": self.round, "epoch": self.epoch, "complete": self.complete,
+                "model": self.model.state_dict(), "loss": self.loss.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "assignments": [a.tolist() for a in self.assignments], "centres": self.centres,
+                "round_seconds": self.round_seconds, "round_info": self.round_info, "history": self.history,
+                "dims": self.dims, "classes": self.classes,
+                "video_ids": self.tset.video_ids,
+            }
+            tmp = self.out / (CHECKPOINT + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self.out / CHECKPOINT)
+            self._write_tables()
+        if self.dist.world > 1:
+            dist.barrier()
+
+    def load(self, state: dict) -> None:
+        if state["video_ids"] != self.tset.video_ids:
+            raise RunError(f"{self.out}: the checkpoint was trained on other videos than this manifest and "
+                           f"ground truth give; use a new --out")
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.round, self.epoch, self.complete = state["round"], state["epoch"], state["complete"]
+        self.assignments = [np.asarray(a, dtype=np.int64) for a in state["assignments"]]
+        self.centres, self.round_seconds = state["centres"], state["round_seconds"]
+        self.round_info, self.history = state["round_info"], state["history"]
+        if state["optimizer"] is not None:
+            self.optimizer = self._new_optimizer()
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    # ---- labels for a round ------------------------------------------------------------------
+    def _full_batches(self):
+        order = list(range(len(self.full_set)))
+        order.sort(key=lambda i: self.store.num_snippets(self.full_set.video_ids[i]))  # less padding
+        return DataLoader(self.full_set, batch_size=self.cfg.train.batch_size, sampler=order, collate_fn=collate,
+                          num_workers=self.cfg.train.num_workers)
+
+    def _cluster_round(self, r: int) -> None:
+        """Pseudo labels of round ``r`` (unsupervised), identical on every rank."""
+        t0 = time.time()
+        c = self.cfg.cluster
+        if self.dist.main:
+            self.model.eval()
+            emb, order = clustering.embed_videos(self._full_batches(), self.views, self.model if r > 0 else None,
+                                                 self.device)
+            emb = emb[np.argsort(order)]
+            labels, centres = clustering.cluster(emb, self.k, c.method, self.cfg.train.seed + r, c.n_init)
+            if self.assignments:
+                labels = clustering.align_clusters(self.assignments[-1], labels, self.k)
+                centres = np.stack([emb[labels == j].mean(0) if (labels == j).any() else np.zeros(emb.shape[1])
+                                    for j in range(self.k)]).astype(np.float32)
+            payload = [labels, centres]
+        else:
+            payload = [None, None]
+        if self.dist.world > 1:
+            dist.broadcast_object_list(payload, src=0)
+        labels, centres = payload
+        self.assignments.append(labels)
+        self.centres = centres
+        sizes = np.bincount(labels, minlength=self.k)
+        scores = clustering.cluster_scores(labels, self.tset.main_label)
+        self.log(f"round {r}: clustered {len(labels)} videos into {self.k} ({c.method}) in {time.time() - t0:.1f}s; "
+                 f"sizes {sizes.tolist()}; NMI {scores['nmi']:.3f} ARI {scores['ari']:.3f} (monitoring only)")
+        self.round_info = {"nmi": scores["nmi"], "ari": scores["ari"], "sizes": " ".join(map(str, sizes)),
+                            "cluster_s": round(time.time() - t0, 3)}
+
+    def _start_round(self, r: int) -> None:
+        if self.cfg.train.mode == "unsupervised":
+            self._cluster_round(r)
+        else:
+            self.assignments.append(np.full(len(self.tset.video_ids), -1, dtype=np.int64))
+            self.round_info = {"nmi": "", "ari": "", "sizes": "", "cluster_s": 0.0}
+        self.round, self.epoch, self.round_seconds = r, 0, float(self.round_info["cluster_s"])
+        self.optimizer = self._new_optimizer()
+        if self.dist.main:
+            self._write_assignments()
+        self.save()
+
+    def _labels(self) -> np.ndarray:
+        if self.cfg.train.mode == "weakly":
+            return self.tset.labels
+        return np.eye(self.k, dtype=np.float32)[self.assignments[-1]]
+
+    def _write_assignments(self) -> None:
+        if self.cfg.train.mode != "unsupervised":
+            return
+        a = self.assignments[-1]
+        _write_json_atomic(self.out / "assignments.json",
+                           {"round": len(self.assignments) - 1,
+                            "assignments": {v: int(c) for v, c in zip(self.tset.video_ids, a)}})
+
+    # ---- training ------------------------------------------------------------------------------
+    def _gather(self, pooled: dict, index: torch.Tensor):
+        if self.dist.world == 1:
+            return pooled, index
+        def cat(x):
+            bufs = [torch.empty_like(x) for _ in range(self.dist.world)]
+            dist.all_gather(bufs, x.contiguous())
+            return torch.cat(bufs)
+        return {k: cat(v) for k, v in pooled.items()}, cat(index)
+
+    def _train_epoch(self, r: int, e: int) -> dict:
+        t = self.cfg.train
+        key = _epoch_key(r, e, t.epochs_per_round)
+        torch.manual_seed(t.seed * 1_000_003 + key * 97 + self.dist.rank)     # dropout of this epoch
+        self.train_set.set_epoch(key)
+        self.train_set.labels = self._labels()
+        order = epoch_order(len(self.train_set), t.seed, key, self.dist.rank, self.dist.world)
+        loader = DataLoader(self.train_set, batch_size=t.batch_size // self.dist.world, sampler=order,
+                            collate_fn=collate, num_workers=t.num_workers)
+        self.net.train()
+        self.loss.train()
+        collab_on = key >= self.cfg.loss.collab_warmup_epochs
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in loader:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            out = self.net(batch)
+            parts = self.loss(out, batch["labels"], batch["index"], collab_on)
+            self.optimizer.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            self.optimizer.step()
+            self.loss.update_bank(self._gather)
+            b = batch["index"].shape[0]
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
+            count += b
+        return {k: v / count for k, v in sums.items()}
+
+    def after_epoch(self, r: int, e: int) -> None:
+        """Called once an epoch's checkpoint is on disk (a hook for tests and tooling)."""
+
+    def _write_tables(self) -> None:
+        """``metrics.csv`` and ``rounds.csv`` rewritten from the checkpointed history (never torn or doubled)."""
+        for name, rows in (("metrics.csv", self.history["epochs"]), ("rounds.csv", self.history["rounds"])):
+            if not rows:
+                continue
+            tmp = self.out / (name + ".tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, self.out / name)
+
+    def run(self) -> None:
+        t = self.cfg.train
+        rounds = t.rounds if t.mode == "unsupervised" else 1
+        if self.complete:
+            self.log(f"{self.out}: training already complete")
+            return
+        resumed = self.optimizer is not None
+        if resumed:
+            self.log(f"resuming at round {self.round}, epoch {self.epoch}")
+        show = not (self.quiet or not sys.stderr.isatty() or not self.dist.main)
+        for r in range(self.round, rounds):
+            if not (resumed and r == self.round):
+                self._start_round(r)
+            resumed = False
+            bar = tqdm(range(self.epoch, t.epochs_per_round), desc=f"round {r}", disable=not show, leave=False)
+            for e in bar:
+                t0 = time.time()
+                metrics = self._train_epoch(r, e)
+                seconds = time.time() - t0
+                self.epoch, self.round_seconds = e + 1, self.round_seconds + seconds
+                self.history["epochs"].append({"round": r, "epoch": e, **{
+                    k: round(metrics.get(k, 0.0), 6) for k in ("total", "mil", "collab", "sparsity", "decor", "insdis")},
+                    "seconds": round(seconds, 3)})
+                if e + 1 == t.epochs_per_round:
+                    self.history["rounds"].append({"round": r, **self.round_info, "round_s": round(self.round_seconds, 3)})
+                    self.log(f"round {r}: {t.epochs_per_round} epochs in {self.round_seconds:.1f}s; "
+                             f"loss {self.history['epochs'][-1]['total']:.4f}")
+                self.save()
+                bar.set_postfix(loss=f"{metrics['total']:.4f}")
+                self.after_epoch(r, e)
+        self.complete = True
+        self.save()
+        self.log(f"training complete: {self.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipae-train", description="Train CLIP-AE (or the UGCT baseline) from a manifest.")
+    p.add_argument("--manifest", required=True, help="manifest.jsonl written by clipae-extract")
+    p.add_argument("--annotations", required=True, help="ground truth (any format load_ground_truth reads)")
+    p.add_argument("--out", required=True, help="run folder (created; an existing run resumes)")
+    p.add_argument("--config", help="bundled config name (thumos14, anet12) or YAML file")
+    p.add_argument("--mode", choices=["unsupervised", "weakly"], help="sets train.mode")
+    p.add_argument("--rounds", type=int, help="sets train.rounds")
+    p.add_argument("--no-caf", action="store_true", help="sets model.use_caf=false (no audio needed)")
+    p.add_argument("--no-ccp", action="store_true", help="sets model.use_ccp=false (no clip needed)")
+    p.add_argument("--no-ssl", action="store_true", help="sets loss.use_ssl=false (no Eq. 7-9)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, bool]:
+    """The configuration asked for on the command line, and whether anything was asked at all."""
+    extra: dict = {}
+    if args.mode:
+        extra.setdefault("train", {})["mode"] = args.mode
+    if args.rounds is not None:
+        extra.setdefault("train", {})["rounds"] = args.rounds
+    if args.no_caf:
+        extra.setdefault("model", {})["use_caf"] = False
+    if args.no_ccp:
+        extra.setdefault("model", {})["use_ccp"] = False
+    if args.no_ssl:
+        extra.setdefault("loss", {})["use_ssl"] = False
+    asked = bool(args.config or extra or args.set)
+    return load_config(args.config, args.set, extra), asked
+
+
+def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
+    """Reads and checks every input, writes the run's config and extraction settings, builds the trainer."""
+    cfg, asked = resolve_config(args)
+    out = Path(args.out)
+    ckpt = out / CHECKPOINT
+    gt = load_ground_truth(args.annotations)
+    if cfg.cluster.num_clusters is None:
+        cfg.cluster.num_clusters = len(gt.classes)
+    if ckpt.exists():
+        saved = config_from_dict(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+        if asked:
+            diff = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
+            if diff:
+                raise RunError(f"{out} holds a run with a different config ({', '.join(diff)}); "
+                               f"resume it without options or choose a new --out")
+        cfg = saved
+    store = FeatureStore.open(args.manifest)
+    tset = training_set(store, gt, cfg.data.train_subset, cfg.data.skip_missing)
+    streams = cfg.required_streams()
+    dims = store.check_streams(tset.video_ids, streams)
+    if cfg.train.mode == "weakly":
+        classes = list(gt.classes)
+    else:
+        classes = [str(i) for i in range(cfg.cluster.num_clusters)]
+        if len(tset.video_ids) < len(classes):
+            raise DataError(f"{len(tset.video_ids)} training videos cannot form {len(classes)} clusters")
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device, d)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not ckpt.exists():
+            save_config(cfg, out / "config.yaml")
+            _write_json_atomic(out / "extraction.json", extraction_settings(store, tset.video_ids, streams))
+    if d.world > 1:
+        dist.barrier()
+    trainer = Trainer(cfg, out, store, tset, dims, classes, d, device, args.quiet)
+    if tset.missing:
+        trainer.log(f"WARNING: {len(tset.missing)} videos of subset {cfg.data.train_subset!r} have no features "
+                    f"and are skipped (data.skip_missing)")
+    if ckpt.exists():
+        trainer.load(torch.load(ckpt, map_location=device, weights_only=False))
+    else:
+        audio = cfg.data.streams.audio if cfg.model.use_caf else None
+        trainer.model.norm.set_stats(compute_feature_stats(store, tset.video_ids, streams, audio))
+        trainer.log(f"training {cfg.train.mode} on {len(tset.video_ids)} videos of {cfg.data.train_subset!r}, "
+                    f"K={len(classes)}, streams {', '.join(streams)}, device {device}, {d.world} process(es)")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    d = init_distributed()
+    try:
+        prepare(args, d).run()
+    except (ConfigError, DataError, AnnotationError, RunError) as e:
+        print(f"clipae-train: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if d.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

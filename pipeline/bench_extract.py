@@ -1,0 +1,184 @@
+"""``clipae-bench extract VIDEOS [clipae-extract options]``: how fast and how big extraction is.
+
+Prints, for this machine:
+
+1. matmul FLOP/s of the device (float32, 2048 x 2048), the yardstick for the streams;
+2. decoding alone: grid frames per second and times real time, per video and in total;
+3. per stream: snippets per second on real batches of the first video, FLOPs per snippet
+   (``torch.utils.flop_counter.FlopCounterMode`` on one batch) and the achieved FLOP/s as a
+   fraction of the matmul FLOP/s;
+4. ``clipae-extract`` end to end on VIDEOS in a child process: times real time and peak RSS;
+5. peak RSS of ``clipae-extract`` on generated videos of 1 and 10 minutes (``--memory-minutes``),
+   and their ratio (goal: at most 1.2: memory must not grow with the video's length).
+
+Streams and their options are those of ``clipae-extract`` (``--streams``, ``--weights``,
+``--random-weights``, ``--stream-module``, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from clipae.pipeline.decode import VideoDecoder, backends_named
+from clipae.pipeline.distributed import Ranks
+from clipae.pipeline.extract import ExtractionError, build_extractors, open_source
+from clipae.pipeline.extract_cli import config_from_args, parser_for
+from clipae.pipeline.weights import WeightsError
+
+PROG = "clipae-bench extract"
+MB = 1 << 20
+
+
+def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> None:
+    total_frames, total_s, total_video = 0, 0.0, 0.0
+    for path in videos:
+        start = time.perf_counter()
+        decoder = VideoDecoder(str(path), fps, backends=backends_named(decoders))
+        timing = decoder.open()
+        frames = sum(len(chunk) for chunk in decoder.chunks())
+        decoder.close()
+        took = time.perf_counter() - start
+        total_frames, total_s, total_video = total_frames + frames, total_s + took, total_video + timing.duration_s
+        print(f"  {path.name}: {timing.num_frames} frames at {timing.native_fps:.2f} fps -> {frames} grid frames "
+              f"in {took:.2f} s = {frames / took:.0f} frames/s ({decoder.backend})")
+    print(f"  total: {total_frames / total_s:.0f} grid frames/s, {total_video / total_s:.1f}x real time")
+
+
+def bench_streams(config, device: torch.device, yardstick: float, batches: int) -> None:
+    extractors = build_extractors(config.streams, config.options)
+    source = open_source(config.videos[0], extractors.values(), config.grid, backends=backends_named(config.decoders))
+    try:
+        data = [batch for _, batch in zip(range(batches + 1), source)]
+    finally:
+        source.close()
+    for name, ex in extractors.items():
+        if "audio" in ex.inputs and data[0].audio is None:
+            print(f"  {name}: skipped ({config.videos[0].name} has no audio)")
+            continue
+        ex(data[0])  # warm-up
+        with FlopCounterMode(display=False) as counter:
+            ex(data[0])
+        flops = counter.get_total_flops() / len(data[0])
+        timed = data[1:] or data
+        _sync(device)
+        start = time.perf_counter()
+        for batch in timed:
+            ex(batch)
+        _sync(device)
+        rate = sum(len(b) for b in timed) / (time.perf_counter() - start)
+        achieved = (f"{flops / 1e9:.2f} GFLOP/snippet, {flops * rate / 1e9:.1f} GFLOP/s = "
+                    f"{100 * flops * rate / yardstick:.0f}% of matmul") if flops else "no torch FLOPs counted"
+        print(f"  {name}: {rate:.1f} snippets/s ({rate * config.grid.stride / config.grid.fps:.1f}x real time "
+              f"alone), {achieved}")
+
+
+def run_measured(cmd: list[str]) -> tuple[float, int, int, str]:
+    """Run a command; (wall seconds, peak RSS in bytes, exit status, stdout's last line)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text = out.read().decode("utf-8", "replace").strip().splitlines() or err.read().decode("utf-8", "replace").strip().splitlines()
+    return wall, usage.ru_maxrss * 1024, proc.returncode, text[-1] if text else ""
+
+
+def extract_command(videos: str, out: str, argv_options: list[str]) -> list[str]:
+    return [sys.executable, "-m", "clipae.pipeline.extract_cli", videos, out, "--quiet", *argv_options]
+
+
+def make_long_video(path: Path, minutes: float) -> None:
+    import imageio_ffmpeg
+
+    seconds = minutes * 60
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+                    "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={seconds}",
+                    "-f", "lavfi", "-i", f"sine=f=440:r=44100:d={seconds}",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+                   check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser, stream_dests = parser_for(argv, PROG, with_out=False)
+    except ExtractionError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    bench = parser.add_argument_group("benchmark")
+    bench.add_argument("--bench-batches", type=int, default=3, help="batches timed per stream (default: %(default)s)")
+    bench.add_argument("--memory-minutes", default="1,10",
+                       help="lengths of the generated videos for the memory test, in minutes; empty to skip "
+                            "(default: %(default)s)")
+    args = parser.parse_args(argv)
+    # the options passed on to the clipae-extract child processes: everything but VIDEOS and ours
+    child_options = [a for a in argv if a != args.videos]
+    for flag in ("--bench-batches", "--memory-minutes"):
+        while flag in child_options:
+            i = child_options.index(flag)
+            del child_options[i:i + 2]
+    with tempfile.TemporaryDirectory(prefix="clipae-bench-") as tmp:
+        args.out = tmp
+        try:
+            config = config_from_args(args, stream_dests, Ranks())
+            if not config.videos:
+                raise ExtractionError(f"no videos in {args.videos}")
+            device = next(iter(config.options.values())).device
+            print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+                  f"device {device}")
+            yardstick = matmul_flops(device)
+            print(f"matmul 2048x2048 float32: {yardstick / 1e9:.1f} GFLOP/s")
+            print(f"decoding ({config.grid.fps:g} fps grid, short side {config.frame_settings.short_side}):")
+            bench_decode(config.videos, config.grid.fps, config.decoders)
+            print(f"streams (batch size {args.batch_size}, first video):")
+            bench_streams(config, device, yardstick, args.bench_batches)
+        except (ExtractionError, WeightsError) as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+        wall, rss, status, last = run_measured(extract_command(args.videos, str(Path(tmp) / "out"), child_options))
+        print(f"clipae-extract end to end: {last}; peak RSS {rss / MB:.0f} MB (exit {status})")
+        minutes = [float(m) for m in args.memory_minutes.split(",") if m.strip()]
+        peaks = []
+        for m in minutes:
+            video = Path(tmp) / f"generated_{m:g}min.mp4"
+            make_long_video(video, m)
+            wall, rss, status, last = run_measured(extract_command(str(video), str(Path(tmp) / f"out{m:g}"), child_options))
+            peaks.append(rss)
+            print(f"memory, {m:g}-minute generated video (320x240, 30 fps, audio): peak RSS {rss / MB:.0f} MB; {last}")
+            video.unlink()
+        if len(peaks) >= 2:
+            print(f"memory ratio {minutes[-1]:g} min / {minutes[0]:g} min: {peaks[-1] / peaks[0]:.2f} (goal <= 1.2)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""The extraction stage: videos in, one feature file per stream and one manifest line per video out.
+
+- :func:`extract_video` turns one video into ``{stream: (num_snippets, dim) float32}`` and the
+  facts of its manifest line, in memory (``clipae-localize`` uses it directly).
+- :func:`run` does it for many videos (:class:`RunConfig`): it skips what an earlier run already
+  made, writes feature files atomically and appends a manifest line only once they are in place,
+  records bad videos as ``failed`` lines and goes on, and splits the work between ``torchrun``
+  ranks. Both go through :func:`extract_video`.
+
+Streams come from the registry in :mod:`clipae.extractors.base`; nothing here knows which
+streams exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from clipae.extractors.base import Extractor, ExtractorOptions, get_stream
+from clipae.pipeline import manifest as mf
+from clipae.pipeline.audio import AudioSettings
+from clipae.pipeline.decode import DEFAULT_DECODERS, Backend, FrameSettings, InputError, backends_named, one_line
+from clipae.pipeline.distributed import Ranks
+from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.snippets import SnippetSource
+from clipae.pipeline.weights import WeightsError
+
+#: the streams of DESIGN.md, extracted when no ``--streams`` is given
+DEFAULT_STREAMS = ("i3d_rgb", "i3d_flow", "clip", "vggish")
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".flv", ".wmv", ".mpg", ".mpeg",
+                  ".3gp", ".ts", ".mts", ".m2ts", ".ogv", ".vob"}
+LIST_SUFFIXES = {".txt", ".lst", ".list"}
+#: a video gets its own progress bar when it has more snippets than this
+INNER_BAR_SNIPPETS = 256
+
+
+class ExtractionError(Exception):
+    """A problem with the run as a whole (bad arguments, unreadable video list); one line."""
+
+
+# --------------------------------------------------------------------------- streams and settings
+
+def build_extractors(names: Sequence[str], options: ExtractorOptions | Mapping[str, ExtractorOptions] | None = None,
+                     ) -> dict[str, Extractor]:
+    """``{name: extractor}`` built from the registry (weights resolved and loaded here).
+
+    Any failure (unknown stream, bad option, missing or mismatched weights) is one
+    :class:`ExtractionError` line naming the stream.
+    """
+    out = {}
+    for name in names:
+        opts = options.get(name, ExtractorOptions()) if isinstance(options, Mapping) else (options or ExtractorOptions())
+        try:
+            out[name] = get_stream(name)(opts)
+        except KeyError as e:
+            raise ExtractionError(e.args[0]) from None
+        except WeightsError as e:
+            raise ExtractionError(str(e)) from None
+        except Exception as e:  # a stream's own option or set-up error: one line, the run cannot start
+            raise ExtractionError(f"stream {name}: {type(e).__name__}: {one_line(e)}") from None
+    return out
+
+
+def stream_settings(extractor: Extractor, frame_settings: FrameSettings = FrameSettings(),
+                    audio_settings: AudioSettings = AudioSettings()) -> dict:
+    """What made a stream's numbers: ``extractor.settings()``, its ``weights_id`` and the decoding of its inputs."""
+    decode = {}
+    if "frames" in extractor.inputs:
+        decode["frames"] = asdict(frame_settings)
+    if "audio" in extractor.inputs:
+        decode["audio"] = {**asdict(audio_settings), "window": extractor.audio_window}
+    return {**extractor.settings(), "weights_id": extractor.weights_id, "decode": decode}
+
+
+def config_hash(grid: SnippetGrid, settings: Mapping[str, dict]) -> str:
+    """Hash of the grid and every stream's settings: equal hashes, equal numbers."""
+    blob = json.dumps({"grid": grid.as_dict(), "streams": dict(settings)}, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def video_id_of(path: str | os.PathLike) -> str:
+    return Path(path).stem
+
+
+# --------------------------------------------------------------------------- one video
+
+def open_source(path: str | os.PathLike, extractors: Iterable[Extractor], grid: SnippetGrid, *,
+                num_snippets: int | None = None, frame_settings: FrameSettings = FrameSettings(),
+                audio_settings: AudioSettings = AudioSettings(), backends: list[Backend] | None = None,
+                after: SnippetSource | None = None) -> SnippetSource:
+    """Start decoding ``path`` for these extractors in the background (what they read, nothing more)."""
+    extractors = list(extractors)
+    return SnippetSource(
+        str(path), grid,
+        frames=any("frames" in ex.inputs for ex in extractors),
+        audio_window=max([ex.audio_window for ex in extractors if "audio" in ex.inputs], default=0),
+        batch_size=min(ex.options.batch_size for ex in extractors),
+        num_snippets=num_snippets, frame_settings=frame_settings, audio_settings=audio_settings,
+        backends=backends, after=after)
+
+
+def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], grid: SnippetGrid = SnippetGrid(),
+                  options: ExtractorOptions | Mapping[str, ExtractorOptions] | None = None, *,
+                  num_snippets: int | None = None, source: SnippetSource | None = None,
+                  progress: bool = False, frame_settings: FrameSettings = FrameSettings(),
+                  audio_settings: AudioSettings = AudioSettings(), decoders: Sequence[str] = DEFAULT_DECODERS,
+                  ) -> tuple[dict, dict[str, np.ndarray]]:
+    """Features of one video, in memory.
+
+    streams:      stream names (built with ``options``) or extractors already built
+    num_snippets: rows to produce instead of the grid's count (used to add streams to a line)
+    source:       a :class:`SnippetSource` already decoding this video (prefetching)
+    decoders:     video decoders to try in order (see :data:`clipae.pipeline.decode.BACKENDS`)
+
+    Returns ``(record, features)``: the manifest line without feature paths (``streams[name]``
+    holds ``dim``, ``dtype``, ``settings``) and ``{name: (num_snippets, dim) float32}``.
+    A stream that reads audio gets all-zero rows for a video without audio.
+    Raises :class:`InputError` for a video that cannot be decoded.
+    """
+    named = [s for s in streams if isinstance(s, str)]
+    built = build_extractors(named, options) if named else {}
+    extractors = {s.name: s for s in streams if isinstance(s, Extractor)} | built
+    if not extractors:
+        raise ValueError("extract_video needs at least one stream")
+    if source is None:
+        source = open_source(path, extractors.values(), grid, num_snippets=num_snippets, frame_settings=frame_settings,
+                             audio_settings=audio_settings, backends=backends_named(decoders))
+    try:
+        facts = source.facts()
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
+        bar = tqdm(total=facts.num_snippets, desc=video_id_of(path), unit="snippet", leave=False,
+                   disable=not progress or facts.num_snippets <= INNER_BAR_SNIPPETS)
+        with bar, torch.no_grad():
+            for batch in source:
+                for name, ex in extractors.items():
+                    if "audio" in ex.inputs and batch.audio is None:
+                        rows = np.zeros((len(batch), ex.dim), np.float32)  # no audio track: masked later
+                    else:
+                        rows = np.asarray(ex(batch), dtype=np.float32)
+                    if rows.shape != (len(batch), ex.dim):
+                        raise RuntimeError(f"stream {name} returned {rows.shape} for {len(batch)} snippets of dim {ex.dim}")
+                    parts[name].append(rows)
+                bar.update(len(batch))
+    finally:
+        source.close()
+    features = {name: np.concatenate(rows) if rows else np.zeros((0, extractors[name].dim), np.float32)
+                for name, rows in parts.items()}
+    for name, array in features.items():
+        if len(array) != facts.num_snippets:
+            raise RuntimeError(f"stream {name} has {len(array)} rows for {facts.num_snippets} snippets")
+    settings = {name: stream_settings(ex, frame_settings, audio_settings) for name, ex in extractors.items()}
+    record = {
+        "video_id": video_id_of(path),
+        "source": str(path),
+        "status": "ok",
+        "duration_s": round(facts.duration_s, 6),
+        "native_fps": round(facts.native_fps, 6),
+        "num_frames": facts.num_frames,
+        **grid.as_dict(),
+        "num_snippets": facts.num_snippets,
+        "has_audio": facts.has_audio,
+        "streams": {name: {"dim": ex.dim, "dtype": "float32", "settings": settings[name]}
+                    for name, ex in extractors.items()},
+        "config_hash": config_hash(grid, settings),
+        "weights": {name: ex.weights_id for name, ex in extractors.items()},
+    }
+    return record, features
+
+
+# --------------------------------------------------------------------------- many videos
+
+def find_videos(spec: str | os.PathLike) -> list[Path]:
+    """Videos named by ``spec``: a folder (searched recursively by file suffix), a text file
+    listing paths (``.txt``/``.lst``/``.list``; one per line, ``#`` comments, relative to the
+    list's folder), or one video file (any other file)."""
+    spec = Path(spec)
+    if spec.is_dir():
+        return sorted(p for p in spec.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not spec.is_file():
+        raise ExtractionError(f"{spec}: no such file or folder")
+    if spec.suffix.lower() in LIST_SUFFIXES:
+        try:
+            lines = spec.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ExtractionError(f"cannot read the video list {spec}: {e}") from None
+        paths = [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return [p if p.is_absolute() else spec.parent / p for p in paths]
+    return [spec]
+
+
+@dataclass
+class RunConfig:
+    videos: list[Path]
+    out: Path
+    streams: list[str]
+    grid: SnippetGrid = field(default_factory=SnippetGrid)
+    options: dict[str, ExtractorOptions] = field(default_factory=dict)
+    overwrite: bool = False
+    progress: bool = True
+    frame_settings: FrameSettings = field(default_factory=FrameSettings)
+    audio_settings: AudioSettings = field(default_factory=AudioSettings)
+    decoders: tuple[str, ...] = DEFAULT_DECODERS  # video decoders, tried in this order
+
+
+@dataclass
+class Summary:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    snippets: int = 0
+    video_s: float = 0.0
+    wall_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def combine(cls, parts: list["Summary"]) -> "Summary":
+        return cls(sum(p.ok for p in parts), sum(p.failed for p in parts), sum(p.skipped for p in parts),
+                   sum(p.snippets for p in parts), sum(p.video_s for p in parts), max(p.wall_s for p in parts),
+                   [f for p in parts for f in p.failures])
+
+    def lines(self) -> list[str]:
+        speed = f" ({self.video_s / self.wall_s:.2f}x real time)" if self.wall_s > 0 and self.video_s else ""
+        return [f"failed {vid}: {err}" for vid, err in self.failures] + [
+            f"{self.ok} ok, {self.failed} failed, {self.skipped} already done; {self.snippets} snippets, "
+            f"{self.video_s:.1f} s of video in {self.wall_s:.1f} s{speed}"]
+
+
+@dataclass
+class VideoPlan:
+    """What to do for one video: ``streams`` to extract, ``keep`` entries of its last ok line."""
+
+    video_id: str
+    path: Path
+    streams: list[str]
+    keep: dict[str, dict] = field(default_factory=dict)
+    base: dict | None = None  # the last ok line the kept streams come from
+
+
+def _file_matches(out: Path, record: dict, name: str) -> bool:
+    entry = record["streams"][name]
+    try:
+        array = np.load(out / entry["path"], mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError):
+        return False
+    return array.shape == (record["num_snippets"], entry.get("dim"))
+
+
+def _same_grid(record: dict, grid: SnippetGrid) -> bool:
+    try:
+        return SnippetGrid.from_record(record) == grid and int(record["num_snippets"]) >= 1
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def plan_video(video_id: str, path: Path, last_ok: dict | None, wanted: Mapping[str, dict], grid: SnippetGrid,
+               out: Path, overwrite: bool) -> VideoPlan:
+    """Compare the requested streams' settings with the video's last ok line.
+
+    Streams of that line that were not requested stay untouched; requested ones with identical
+    settings and an intact file are kept; the rest are extracted. Nothing to extract: skip.
+    A line on another grid is not reused at all.
+    """
+    if last_ok is None or not _same_grid(last_ok, grid):
+        return VideoPlan(video_id, path, list(wanted))
+    keep = {}
+    for name, entry in last_ok.get("streams", {}).items():
+        if name not in wanted:
+            keep[name] = entry
+        elif not overwrite and entry.get("settings") == wanted[name] and _file_matches(out, last_ok, name):
+            keep[name] = entry
+    return VideoPlan(video_id, path, [n for n in wanted if n not in keep], keep, last_ok if keep else None)
+
+
+def merge_record(plan: VideoPlan, fresh: dict, grid: SnippetGrid, audio_streams: set[str]) -> dict:
+    """The fresh line plus the kept streams of the video's last ok line, under one new ``config_hash``."""
+    if plan.base is None:
+        return fresh
+    record = dict(fresh)
+    record["streams"] = {**plan.keep, **fresh["streams"]}
+    record["weights"] = {**{n: w for n, w in plan.base.get("weights", {}).items() if n in plan.keep}, **fresh["weights"]}
+    record["config_hash"] = config_hash(grid, {n: e.get("settings", {}) for n, e in record["streams"].items()})
+    if not audio_streams & set(fresh["streams"]) and "has_audio" in plan.base:
+        record["has_audio"] = plan.base["has_audio"]
+    return record
+
+
+class Runner:
+    """Extracts every video of a :class:`RunConfig` into ``config.out`` (one rank's share under torchrun)."""
+
+    def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
+        self.config = config
+        self.ranks = ranks or Ranks.from_env()
+        self.out = Path(config.out)
+        self.extractors: dict[str, Extractor] = {}
+        if self.ranks.distributed:
+            self.manifest = mf.shard_path(self.out, self.ranks.rank)
+            self.error_log = self.out / f"errors.rank{self.ranks.rank}.log"
+        else:
+            self.manifest = self.out / mf.MANIFEST_NAME
+            self.error_log = self.out / "errors.log"
+
+    def run(self) -> Summary:
+        """All ranks: tidy up, plan, extract this rank's share, merge the shards. Returns the total."""
+        cfg, ranks = self.config, self.ranks
+        started = time.monotonic()
+        videos = [(video_id_of(p), Path(p)) for p in cfg.videos]
+        _check_unique(videos)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.extractors = build_extractors(cfg.streams, cfg.options)
+        if ranks.rank == 0:
+            mf.merge_shards(self.out)      # lines of an interrupted torchrun
+            _remove_partial_files(self.out)
+        ranks.barrier()
+        _, last_ok = mf.last_records(self.out / mf.MANIFEST_NAME)
+        wanted = {n: stream_settings(ex, cfg.frame_settings, cfg.audio_settings) for n, ex in self.extractors.items()}
+        plans = [plan_video(vid, path, last_ok.get(vid), wanted, cfg.grid, self.out, cfg.overwrite) for vid, path in videos]
+        todo = [p for p in plans if p.streams]
+        mine = todo[ranks.rank::ranks.world_size]
+        summary = Summary(skipped=len(plans) - len(todo) if ranks.rank == 0 else 0)
+        ranks.barrier()  # every rank planned from the same manifest before anyone writes
+        show = cfg.progress and ranks.rank == 0
+        with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar:
+            for plan, source in self._prefetched(mine):
+                self._one(plan, source, summary, show)
+                bar.update(1)
+        summary.wall_s = time.monotonic() - started
+        ranks.barrier()
+        if ranks.distributed and ranks.rank == 0:
+            mf.merge_shards(self.out)
+        total = Summary.combine(ranks.gather(summary))
+        return total
+
+    def _prefetched(self, plans: list[VideoPlan]) -> Iterator[tuple[VideoPlan, SnippetSource]]:
+        """Each plan with its video's source; the next video decodes once this one's decoding is done."""
+        def start(plan: VideoPlan, after: SnippetSource | None) -> SnippetSource:
+            return open_source(plan.path, [self.extractors[n] for n in plan.streams], self.config.grid,
+                               num_snippets=plan.base["num_snippets"] if plan.base else None,
+                               frame_settings=self.config.frame_settings, audio_settings=self.config.audio_settings,
+                               backends=backends_named(self.config.decoders), after=after)
+
+        upcoming = start(plans[0], None) if plans else None
+        for i, plan in enumerate(plans):
+            current = upcoming
+            upcoming = start(plans[i + 1], current) if i + 1 < len(plans) else None
+            try:
+                yield plan, current
+            finally:
+                current.close()
+        if upcoming is not None:
+            upcoming.close()
+
+    def _one(self, plan: VideoPlan, source: SnippetSource, summary: Summary, progress: bool) -> None:
+        cfg = self.config
+        try:
+            fresh, features = extract_video(plan.path, [self.extractors[n] for n in plan.streams], cfg.grid,
+                                            source=source, progress=progress, frame_settings=cfg.frame_settings,
+                                            audio_settings=cfg.audio_settings)
+            fresh["video_id"] = plan.video_id
+            for name, array in features.items():
+                rel = f"features/{name}/{plan.video_id}.npy"
+                mf.save_array_atomic(self.out / rel, array)
+                fresh["streams"][name] = {"path": rel, **fresh["streams"][name]}
+            audio_streams = {n for n, ex in self.extractors.items() if "audio" in ex.inputs}
+            record = merge_record(plan, fresh, cfg.grid, audio_streams)
+        except InputError as e:
+            self._failed(plan, str(e), summary)
+            return
+        except Exception as e:  # a bug or a resource problem: recorded, traceback to the log, run goes on
+            with open(self.error_log, "a", encoding="utf-8") as log:
+                log.write(f"--- {plan.video_id} ({plan.path})\n{traceback.format_exc()}\n")
+            self._failed(plan, f"internal error {type(e).__name__}: {one_line(e)} (traceback in {self.error_log.name})",
+                         summary)
+            return
+        mf.append_record(self.manifest, record)
+        summary.ok += 1
+        summary.snippets += record["num_snippets"]
+        summary.video_s += record["duration_s"]
+
+    def _failed(self, plan: VideoPlan, reason: str, summary: Summary) -> None:
+        reason = " ".join(reason.split())
+        mf.append_record(self.manifest, {"video_id": plan.video_id, "source": str(plan.path),
+                                         "status": "failed", "error": reason})
+        summary.failed += 1
+        summary.failures.append((plan.video_id, reason))
+
+
+def _check_unique(videos: list[tuple[str, Path]]) -> None:
+    seen: dict[str, Path] = {}
+    for vid, path in videos:
+        if vid in seen:
+            raise ExtractionError(f"two videos share the id {vid!r} ({seen[vid]} and {path}); "
+                                  "video ids are file names without suffix and must be unique")
+        seen[vid] = path
+
+
+def _remove_partial_files(out: Path) -> None:
+    """Temporary feature files left by a run that was killed while writing."""
+    for tmp in (out / "features").glob("*/.*.npy.tmp"):
+        tmp.unlink()
+
+
+def run(config: RunConfig, ranks: Ranks | None = None) -> Summary:
+    return Runner(config, ranks).run()

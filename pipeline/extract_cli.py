@@ -1,0 +1,176 @@
+"""``clipae-extract VIDEOS OUT``: snippet features of every video, crash-safe and resumable.
+
+VIDEOS is a folder (searched recursively), one video file, or a text file listing paths.
+Streams declare their own options (``Extractor.add_arguments``); they are listed under one
+heading per stream in ``--help`` and reach the stream as ``options.extra``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+
+from clipae.extractors.base import ExtractorOptions, available_streams, get_stream
+from clipae.pipeline.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
+from clipae.pipeline.distributed import Ranks
+from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
+from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
+
+PROG = "clipae-extract"
+
+
+def _plugin_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--stream-module", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: a module outside clipae that registers more streams "
+                        "with @register_stream (repeatable)")
+    return p
+
+
+def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    """The parser, and for each stream the ``dest`` names of its own options.
+
+    ``with_out=False`` leaves out the OUT argument (``clipae-bench extract`` reuses the rest).
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, parents=[_plugin_parser()],
+        description="Extract snippet features (DESIGN.md streams) of videos into OUT/features/<stream>/"
+                    "<video_id>.npy and OUT/manifest.jsonl. Rerunning resumes; see the README.")
+    parser.add_argument("videos", metavar="VIDEOS", help="a folder of videos, one video, or a .txt file listing paths")
+    if with_out:
+        parser.add_argument("out", metavar="OUT", help="output folder (manifest.jsonl, features/)")
+    parser.add_argument("--streams", default=",".join(DEFAULT_STREAMS),
+                        help=f"comma-separated streams (default: %(default)s; available: {', '.join(available_streams())})")
+    parser.add_argument("--fps", type=float, default=SnippetGrid.fps, help="frames per second of the grid (default: %(default)s)")
+    parser.add_argument("--snippet-length", type=int, default=SnippetGrid.length, help="frames per snippet (default: %(default)s)")
+    parser.add_argument("--snippet-stride", type=int, default=SnippetGrid.stride, help="frames between snippet starts (default: %(default)s)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device; under torchrun 'cuda' means cuda:LOCAL_RANK (default here: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="snippets per network call (default: %(default)s)")
+    parser.add_argument("--decoders", default=",".join(DEFAULT_DECODERS),
+                        help="video decoders tried in order, each taking over where the previous one cannot open "
+                             f"or read a file (default: %(default)s; known: {', '.join(BACKENDS)})")
+    parser.add_argument("--weights-dir", default=str(DEFAULT_WEIGHTS_DIR),
+                        help="where known checkpoints are downloaded and looked up (default: %(default)s)")
+    parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                        help="use this local checkpoint for NAME (a stream, or a file a stream declares, e.g. "
+                             "vggish_pca); loaded strictly, its sha256 recorded (repeatable)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random initialisation instead of checkpoints (features are meaningless; for testing)")
+    parser.add_argument("--overwrite", action="store_true", help="extract every video again, even if already done")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    stream_dests: dict[str, list[str]] = {}
+    declared: dict[object, list[str]] = {}  # add_arguments function -> dests it added
+    for name in available_streams():
+        cls = get_stream(name)
+        hook = cls.add_arguments.__func__
+        if hook not in declared:
+            group = parser.add_argument_group(f"{name} stream")
+            before = {a.dest for a in parser._actions}
+            cls.add_arguments(group)
+            declared[hook] = [a.dest for a in parser._actions if a.dest not in before]
+        stream_dests[name] = declared[hook]
+    return parser, stream_dests
+
+
+def parse_weights(pairs: list[str], known: set[str]) -> dict[str, str]:
+    weights = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ExtractionError(f"--weights {pair!r}: expected NAME=PATH")
+        if name not in known:
+            raise ExtractionError(f"--weights {name}=...: unknown name; known: {', '.join(sorted(known))}")
+        weights[name] = path
+    return weights
+
+
+def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]], ranks: Ranks) -> RunConfig:
+    streams = [s.strip() for s in args.streams.split(",") if s.strip()]
+    if not streams:
+        raise ExtractionError("--streams is empty")
+    unknown = [s for s in streams if s not in stream_dests]
+    if unknown:
+        raise ExtractionError(f"unknown stream {unknown[0]!r}; available: {', '.join(sorted(stream_dests)) or 'none'}")
+    if len(set(streams)) != len(streams):
+        raise ExtractionError(f"--streams names a stream twice: {args.streams}")
+    if args.batch_size < 1:
+        raise ExtractionError("--batch-size must be at least 1")
+    try:
+        grid = SnippetGrid(args.fps, args.snippet_length, args.snippet_stride)
+    except ValueError as e:
+        raise ExtractionError(str(e)) from None
+    decoders = tuple(d.strip() for d in args.decoders.split(",") if d.strip())
+    try:
+        backends_named(decoders or ("",))
+    except KeyError as e:
+        raise ExtractionError(f"--decoders: {e.args[0]}") from None
+    known = {n for s in stream_dests for n in (s, *get_stream(s).extra_weights)}
+    weights = parse_weights(args.weights, known)
+    device = args.device
+    if device == "cuda" and ranks.distributed:
+        device = f"cuda:{ranks.local_rank}"
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise ExtractionError(f"--device {args.device}: {e}") from None
+    options = {name: ExtractorOptions(device=device, batch_size=args.batch_size, weights_path=weights.get(name),
+                                      weights_paths=dict(weights), random_weights=args.random_weights,
+                                      weights_dir=args.weights_dir,
+                                      extra={d: getattr(args, d) for d in stream_dests[name]})
+               for name in streams}
+    return RunConfig(videos=find_videos(args.videos), out=Path(args.out), streams=streams, grid=grid,
+                     options=options, overwrite=args.overwrite,
+                     progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings(),
+                     decoders=decoders)
+
+
+def parser_for(argv: list[str], prog: str = PROG, with_out: bool = True
+               ) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    """:func:`build_parser` after importing the ``--stream-module`` modules named in ``argv``
+    (their streams' options must be known before parsing)."""
+    plugins, _ = _plugin_parser().parse_known_args(argv)
+    for module in plugins.stream_module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ExtractionError(f"--stream-module {module}: {e}") from None
+    return build_parser(prog, with_out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser, stream_dests = parser_for(argv)
+    except ExtractionError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    ranks = Ranks.from_env()
+    try:
+        config = config_from_args(args, stream_dests, ranks)
+        if args.random_weights and ranks.rank == 0:
+            print(f"{PROG}: WARNING: --random-weights: RANDOM weights for {', '.join(config.streams)}; these "
+                  "features mean nothing (the manifest records \"random\")", file=sys.stderr)
+        ranks.start()
+        summary = run(config, ranks)
+    except (ExtractionError, WeightsError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        ranks.stop()
+    if ranks.rank == 0:
+        for line in summary.lines():
+            print(line)
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""clipae-train end to end on small synthetic data: run folder, inference API, the unsupervised loop,
+CAF + CCP against the baseline, determinism, resume, and the one-line errors."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.metrics import average_precision_score
+
+from clipae.models import train
+from clipae.models.run import load_run
+from clipae.models.synthetic import SyntheticSpec, generate
+from clipae.pipeline.annotations import load_ground_truth
+from clipae.pipeline.manifest import read_manifest, write_records
+
+TINY = ["data.num_segments=64", "model.hidden_dim=32", "model.attention_dim=16", "model.caf_dim=16",
+        "model.ccp_dim=16", "model.dropout=0.3", "train.lr=1e-3", "train.batch_size=4", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    spec = SyntheticSpec(train=24, test=12, classes=3, snippets=64,
+                         dims={"i3d_rgb": 32, "i3d_flow": 32, "clip": 32, "vggish": 16}, seed=0)
+    return generate(tmp_path_factory.mktemp("synthetic"), spec)
+
+
+def run_train(data, out, *args, overrides=(), manifest=None, annotations=None, tiny=True):
+    argv = ["--manifest", str(manifest or data["manifest"]), "--annotations", str(annotations or data["ground_truth"]),
+            "--out", str(out), "--quiet", *args]
+    for o in [*(TINY if tiny else []), *overrides]:
+        argv += ["--set", o]
+    return train.main(argv)
+
+
+def metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def attention_ap(run_dir, data, subset="test"):
+    """Snippet-level average precision of the foreground attention against the true instances."""
+    gt = load_ground_truth(data["ground_truth"]).subset(subset)
+    run = load_run(run_dir, device="cpu")
+    pred = run.predict_manifest(data["manifest"], list(gt.database))
+    ys, ss = [], []
+    for vid, p in pred.items():
+        y = np.zeros(len(p["attention"]))
+        for a in gt.database[vid]["annotations"]:
+            s, e = a["segment"]
+            y[int(round(s * 25 / 16)):int(round(e * 25 / 16))] = 1
+        ys.append(y)
+        ss.append(p["attention"])
+    return average_precision_score(np.concatenate(ys), np.concatenate(ss)), np.concatenate(ys).mean()
+
+
+@pytest.fixture(scope="module")
+def weakly_runs(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("weakly")
+    assert run_train(data, root / "full", "--mode", "weakly", overrides=["train.epochs_per_round=15"]) == 0
+    assert run_train(data, root / "base", "--mode", "weakly", "--no-caf", "--no-ccp",
+                     overrides=["train.epochs_per_round=15"]) == 0
+    return root
+
+
+def test_synthetic_generator_writes_a_thumos_shaped_dataset(data):
+    recs = read_manifest(data["manifest"])
+    gt = load_ground_truth(data["ground_truth"])
+    assert len(recs) == 36 and set(recs) == set(gt.database)
+    assert len(gt.subset("validation").database) == 24 and len(gt.subset("test").database) == 12
+    assert gt.classes == ["action_00", "action_01", "action_02"]
+    silent = [r for r in recs.values() if not r["has_audio"]]
+    for r in recs.values():
+        assert {"i3d_rgb", "i3d_flow", "clip", "vggish"} <= set(r["streams"]) and r["snippet_stride"] == 16
+        vid = gt.database[r["video_id"]]
+        assert 2 <= len(vid["annotations"]) and all(0 <= a["segment"][0] < a["segment"][1] <= vid["duration"]
+                                                    for a in vid["annotations"])
+    a = np.load(data["root"] / silent[0]["streams"]["vggish"]["path"])
+    assert a.shape == (silent[0]["num_snippets"], 16) and not a.any()   # no audio track: zero rows
+
+
+def test_weakly_run_folder_and_inference_api(data, weakly_runs):
+    run_dir = weakly_runs / "full"
+    for name in ("config.yaml", "extraction.json", "checkpoint.pt", "metrics.csv", "rounds.csv", "train.log"):
+        assert (run_dir / name).is_file(), name
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["train"]["mode"] == "weakly" and cfg["model"]["hidden_dim"] == 32 and cfg["cluster"]["num_clusters"] == 3
+    ex = json.loads((run_dir / "extraction.json").read_text())
+    assert (ex["fps"], ex["snippet_length"], ex["snippet_stride"]) == (25.0, 16, 16)
+    assert set(ex["streams"]) == {"i3d_rgb", "i3d_flow", "clip", "vggish"} and ex["weights"]["clip"] == "random"
+    assert ex["streams"]["clip"]["settings"] == {"synthetic": True, "seed": 0}
+    run = load_run(run_dir, device="cpu")
+    assert run.classes == ["action_00", "action_01", "action_02"] and run.train_assignments == {}
+    recs = read_manifest(data["manifest"])
+    vid = "video_test_0000001"
+    feats = {s: np.load(data["root"] / recs[vid]["streams"][s]["path"]) for s in run.streams}
+    out = run.predict(feats, has_audio=recs[vid]["has_audio"])
+    t = recs[vid]["num_snippets"]
+    assert out["cas"].shape == (t, 3) and out["attention"].shape == (t,) and out["video_scores"].shape == (3,)
+    assert all(0 <= v.min() and v.max() <= 1 for v in out.values())
+    batched = run.predict_manifest(data["manifest"], [vid, "video_test_0000002"])
+    np.testing.assert_allclose(batched[vid]["attention"], out["attention"], atol=1e-5)
+    true = load_ground_truth(data["ground_truth"]).database[vid]["annotations"][0]["label"]
+    assert run.classes[int(out["video_scores"].argmax())] == true
+
+
+def test_losses_fall(weakly_runs):
+    rows = metrics(weakly_runs / "full")
+    assert len(rows) == 15
+    first, last = rows[0], rows[-1]
+    assert float(last["mil"]) < 0.6 * float(first["mil"])
+    assert float(last["decor"]) < float(first["decor"]) and float(last["insdis"]) < float(first["insdis"])
+    assert float(last["total"]) < float(first["total"])
+
+
+def test_caf_and_ccp_beat_the_baseline_where_the_data_needs_them(data, weakly_runs):
+    full, chance = attention_ap(weakly_runs / "full", data)
+    base, _ = attention_ap(weakly_runs / "base", data)
+    assert base > chance + 0.2                                          # the baseline localises cores
+    assert full > base + 0.15                                           # VLP + audio give whole instances
+
+
+def test_unsupervised_loop_scores_far_above_chance(data, tmp_path):
+    assert run_train(data, tmp_path / "run", "--rounds", "2", overrides=["train.epochs_per_round=8"]) == 0
+    with open(tmp_path / "run" / "rounds.csv") as f:
+        rounds = list(csv.DictReader(f))
+    assert len(rounds) == 2 and sum(int(x) for x in rounds[-1]["sizes"].split()) == 24
+    assert float(rounds[-1]["nmi"]) > 0.8 and float(rounds[-1]["ari"]) > 0.7   # chance: about 0
+    run = load_run(tmp_path / "run", device="cpu")
+    assert run.classes == ["0", "1", "2"] and len(run.train_assignments) == 24
+    saved = json.loads((tmp_path / "run" / "assignments.json").read_text())
+    assert saved["round"] == 1 and saved["assignments"] == run.train_assignments
+    ap, chance = attention_ap(tmp_path / "run", data)
+    assert ap > chance + 0.4
+
+
+def _state(run_dir):
+    s = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    losses = [{k: v for k, v in row.items() if k != "seconds"} for row in s["history"]["epochs"]]
+    return s["model"], losses, s["assignments"], s["loss"]
+
+
+def test_same_seed_same_run_and_resume_after_interruption(data, tmp_path, monkeypatch):
+    args = ("--rounds", "2")
+    short = ["train.epochs_per_round=2"]
+    assert run_train(data, tmp_path / "a", *args, overrides=short) == 0
+    assert run_train(data, tmp_path / "b", *args, overrides=short) == 0
+    (ma, la, aa, ba), (mb, lb, ab, bb) = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert la == lb and aa == ab
+    assert all(torch.equal(ma[k], mb[k]) for k in ma) and all(torch.equal(ba[k], bb[k]) for k in ba)
+
+    def crash(self, r, e):
+        if (r, e) == (1, 0):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train.Trainer, "after_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(data, tmp_path / "c", *args, overrides=short)
+    assert not torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["complete"]
+    monkeypatch.undo()
+    assert run_train(data, tmp_path / "c", tiny=False) == 0              # no options: resumes the run
+    mc, lc, ac, bc = _state(tmp_path / "c")
+    assert lc == la and ac == aa and len(metrics(tmp_path / "c")) == 4
+    assert all(torch.equal(ma[k], mc[k]) for k in ma) and all(torch.equal(ba[k], bc[k]) for k in ba)
+    assert "resuming at round 1, epoch 1" in (tmp_path / "c" / "train.log").read_text()
+
+
+def test_clear_errors_with_counts(data, tmp_path, capsys):
+    recs = read_manifest(data["manifest"])
+    no_audio = []
+    for r in recs.values():
+        r = json.loads(json.dumps(r))
+        r["streams"].pop("vggish")
+        no_audio.append(r)
+    manifest = data["root"] / "manifest_no_vggish.jsonl"
+    write_records(manifest, no_audio)
+    assert run_train(data, tmp_path / "x", manifest=manifest) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"clipae-train: error: 24 of 24 videos have no 'vggish' stream in {manifest} (video_validation_0000001, "
+                   "video_validation_0000002, video_validation_0000003, ...); the configuration needs it (streams "
+                   "needed: i3d_rgb, i3d_flow, clip, vggish)")
+    assert run_train(data, tmp_path / "y", "--no-caf", manifest=manifest, overrides=["train.epochs_per_round=1"]) == 0
+
+    gt = json.loads(data["ground_truth"].read_text())
+    gt["database"]["v_missing_one"] = {"subset": "validation", "duration": 9.0,
+                                       "annotations": [{"segment": [1, 2], "label": "action_00"}]}
+    gt_path = data["root"] / "gt_extra.json"
+    gt_path.write_text(json.dumps(gt))
+    assert run_train(data, tmp_path / "z", annotations=gt_path) == 2
+    assert "1 of 25 videos of subset 'validation' are missing from" in capsys.readouterr().err
+
+    assert run_train(data, tmp_path / "y", "--no-caf", "--no-ccp", manifest=manifest,
+                     overrides=["train.epochs_per_round=1"]) == 2
+    assert "holds a run with a different config (model.use_ccp)" in capsys.readouterr().err
+
+    proc = subprocess.run([sys.executable, "-m", "clipae.models.train", "--manifest", str(tmp_path / "none.jsonl"),
+                           "--annotations", str(data["ground_truth"]), "--out", str(tmp_path / "w")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"clipae-train: error: {tmp_path / 'none.jsonl'}: no such manifest"]
