@@ -45,6 +45,7 @@ import numpy as np
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.annotations import AnnotationError, canonical_id, load_ground_truth
 from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.weights import sha256_of
 
 STREAM_DIM = 1024
 STREAMS = ("i3d_rgb", "i3d_flow")
@@ -82,14 +83,6 @@ class VideoInfo:
 
 # --------------------------------------------------------------------------------------------
 # Layouts: each yields VideoFeatures.
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _str(x) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
@@ -148,7 +141,7 @@ def read_wtalc(path: Path, annotations: Path | None) -> Iterator[VideoFeatures]:
     if feats.ndim != 1 or len(feats) != len(names):
         raise FeatureImportError(f"{path} holds {feats.shape} entries but {annotations}/videoname.npy names "
                                  f"{len(names)} videos; they must match one to one")
-    digest = _sha256(path)
+    digest = sha256_of(path)
     for name, joint in zip(names, feats):
         joint = np.asarray(joint)
         if joint.ndim != 2 or joint.shape[1] != 2 * STREAM_DIM:
@@ -176,7 +169,7 @@ def read_rgb_flow(path: Path, annotations: Path | None) -> Iterator[VideoFeature
                 except (OSError, ValueError) as e:
                     problems.append(f"cannot read {f} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
                     continue
-                settings[stream] = {"source": "imported rgb-flow", "file": str(f.relative_to(path)), "sha256": _sha256(f)}
+                settings[stream] = {"source": "imported rgb-flow", "file": str(f.relative_to(path)), "sha256": sha256_of(f)}
             yield VideoFeatures(name, arrays, settings, "; ".join(problems) or None)
 
 
@@ -286,11 +279,11 @@ def fit_rows(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
 
 
-def config_hash(record: dict) -> str:
-    """Hash of what changes the numbers: the grid, each stream's settings and weights."""
-    key = {"grid": [record["fps"], record["snippet_length"], record["snippet_stride"]],
-           "streams": {k: [v.get("settings"), record["weights"].get(k)] for k, v in sorted(record["streams"].items())}}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+def config_hash(grid: SnippetGrid, settings: dict[str, dict]) -> str:
+    """Hash of the grid and every stream's settings (which hold its ``weights_id``): the formula
+    extraction uses, so a line that extraction later extends keeps a comparable hash."""
+    blob = json.dumps({"grid": grid.as_dict(), "streams": dict(settings)}, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -338,7 +331,7 @@ def import_video(video: VideoFeatures, info: VideoInfo | None, opts: ImportOptio
     if len(set(rows.values())) != 1:
         return fail("the streams differ in rows: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
     check = check_grid(rows["i3d_rgb"], info.duration_s, grid)
-    settings = {name: dict(video.settings[name]) for name in STREAMS}
+    settings = {name: {**video.settings[name], "weights_id": "imported"} for name in STREAMS}
     status = "ok"
     if check.difference:
         if opts.adjust_rows is None or abs(check.difference) > opts.adjust_rows:
@@ -370,7 +363,7 @@ def import_video(video: VideoFeatures, info: VideoInfo | None, opts: ImportOptio
             record["source"] = existing["source"]
     for name in STREAMS:
         mf.save_array_atomic(opts.out / streams[name]["path"], fit_rows(video.arrays[name], check.expected))
-    record["config_hash"] = config_hash(record)
+    record["config_hash"] = config_hash(grid, {n: e.get("settings", {}) for n, e in record["streams"].items()})
     mf.append_record(manifest, record)
     return Outcome(video_id, status, check.describe(grid, info.duration_s) if check.difference else "",
                    check.difference)

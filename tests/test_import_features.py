@@ -1,4 +1,6 @@
 """Importing the public I3D features (W-TALC joint array, CoLA / BaS-Net rgb/ + flow/ files)."""
+import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -133,8 +135,8 @@ def test_rgb_flow_layout_with_durations_from_json(tmp_path, capsys):
     assert sorted(v for v, r in recs.items() if r["status"] == "ok") == ["video_test_0000021", "video_validation_0000010"]
     rec = recs["video_test_0000021"]
     assert rec["streams"]["i3d_flow"]["settings"] == {
-        "source": "imported rgb-flow", "file": "test/flow/video_test_0000021.npy",
-        "sha256": rec["streams"]["i3d_flow"]["settings"]["sha256"]}
+        "source": "imported rgb-flow", "file": "test/flow/video_test_0000021.npy", "weights_id": "imported",
+        "sha256": hashlib.sha256((feats / "test" / "flow" / "video_test_0000021.npy").read_bytes()).hexdigest()}
     np.testing.assert_array_equal(mf.load_stream(out / "manifest.jsonl", rec, "i3d_flow"),
                                   arrays["video_test_0000021"][:, 1024:])
 
@@ -163,7 +165,7 @@ def test_durations_from_the_videos(tmp_path, capsys):
     assert rec["native_fps"] == 25.0 and rec["num_frames"] == plan.num_frames
 
 
-def test_bad_input_is_one_line_without_traceback(wtalc, tmp_path):
+def test_bad_input_is_one_line_without_traceback(wtalc, tmp_path, capsys):
     path, ann, _, _ = wtalc
     np.save(ann / "videoname.npy", np.array([b"a", b"b"]))  # names no longer match the rows
     np.save(ann / "duration.npy", np.array([[1.0], [2.0]]))
@@ -172,6 +174,30 @@ def test_bad_input_is_one_line_without_traceback(wtalc, tmp_path):
                         str(tmp_path / "out"), "--annotations", str(ann)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "must match one to one" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "clipae.pipeline.import_features", "wtalc", str(path),
-                        str(tmp_path / "out")], capture_output=True, text=True)
-    assert r.returncode == 2 and "needs --annotations" in r.stderr and "Traceback" not in r.stderr
+    assert main(["wtalc", str(path), str(tmp_path / "out")]) == 2
+    assert "needs --annotations" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("clipae.pipeline.extract_cli") is None,
+                    reason="the extraction stage (clipae.pipeline.extract_cli) is not merged yet")
+def test_extraction_adds_a_stream_to_imported_videos(tmp_path):
+    from clipae.pipeline import demo_data as dd
+    from clipae.pipeline.extract_cli import main as extract_main
+
+    spec = dd.DemoDatasetSpec(num_train=1, num_test=1, duration_s=(2.0, 2.5), instances=(1, 1),
+                              instance_s=(0.5, 0.8), min_gap_s=0.4)
+    data = dd.build_dataset(tmp_path / "demo", spec)
+    for plan in data.plans:
+        for stream in ("rgb", "flow"):
+            (tmp_path / "features" / stream).mkdir(parents=True, exist_ok=True)
+            np.save(tmp_path / "features" / stream / f"{plan.video_id}.npy",
+                    _features(_rows(plan.duration_s(spec.fps)), 0)[:, :1024])
+    out = tmp_path / "out"
+    assert main(["rgb-flow", str(tmp_path / "features"), str(out), "--videos", str(data.videos), "--quiet"]) == 0
+    assert extract_main([str(data.videos), str(out), "--streams", "vggish", "--random-weights", "--quiet"]) == 0
+    for vid, rec in mf.read_manifest(out / "manifest.jsonl").items():
+        assert rec["status"] == "ok" and set(rec["streams"]) == {"i3d_rgb", "i3d_flow", "vggish"}
+        assert rec["weights"] == {"i3d_rgb": "imported", "i3d_flow": "imported", "vggish": "random"}
+        assert mf.load_stream(out / "manifest.jsonl", rec, "vggish").shape == (rec["num_snippets"], 128)
+        np.testing.assert_array_equal(mf.load_stream(out / "manifest.jsonl", rec, "i3d_rgb"),
+                                      np.load(tmp_path / "features" / "rgb" / f"{vid}.npy"))
