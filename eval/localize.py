@@ -84,11 +84,11 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
         from clipae.pipeline.extract import extract_video
     except ModuleNotFoundError as e:
         raise PredictError(f"the extraction stage is not installed ({e})") from None
-    settings = {}
+    extra = {}  # each stream's own options (--clip-model, --flow, ...), as the training features were made
     for per_stream in (run.extraction.get("streams") or {}).values():
-        settings.update(per_stream or {})
+        extra.update((per_stream or {}).get("options") or {})
     options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
-                               extra=settings)
+                               extra=extra)
     record, features = extract_video(str(video), run_streams(run), run_grid(run), options)
     check_record(run, record, run_streams(run))
     return record, features

@@ -99,7 +99,8 @@ def extraction_settings(store: FeatureStore, video_ids: list[str], streams: list
         settings = [r["streams"][s].get("settings") for r in recs]
         if any(x != settings[0] for x in settings):
             raise DataError(f"stream {s!r} was extracted with different settings across training videos")
-        out["streams"][s] = {"dim": int(info["dim"]), "dtype": info.get("dtype"), "settings": settings[0]}
+        out["streams"][s] = {"dim": int(info["dim"]), "dtype": info.get("dtype"), "settings": settings[0],
+                             "options": info.get("options", {})}  # the extractor's options, for clipae-localize
         weights = {str(r.get("weights", {}).get(s)) for r in recs}
         if len(weights) != 1:
             raise DataError(f"stream {s!r} was extracted with different weights across training videos")

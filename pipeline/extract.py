@@ -168,7 +168,8 @@ def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], g
         **grid.as_dict(),
         "num_snippets": facts.num_snippets,
         "has_audio": facts.has_audio,
-        "streams": {name: {"dim": ex.dim, "dtype": "float32", "settings": settings[name]}
+        "streams": {name: {"dim": ex.dim, "dtype": "float32", "settings": settings[name],
+                           "options": dict(ex.options.extra)}  # to extract one more video the same way
                     for name, ex in extractors.items()},
         "config_hash": config_hash(grid, settings),
         "weights": {name: ex.weights_id for name, ex in extractors.items()},

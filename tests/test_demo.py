@@ -71,4 +71,12 @@ def test_demo_chain_at_small_size(tmp_path):
     for p in proposals["results"][video]:
         assert 0 <= p["segment"][0] < p["segment"][1] <= gt[video]["duration"] + 0.64
     assert (out / "localize" / f"{video}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # clipae-localize extracted the video again with the run's recorded options (grid, --flow,
+    # --clip-model, ...): its proposals are clipae-eval's for the same video
+    predicted = json.loads((out / "run-random-weights" / "predictions_testing.json").read_text())["results"][video]
+    located = proposals["results"][video]
+    assert len(located) == len(predicted) > 0
+    for a, b in zip(sorted(located, key=lambda p: p["segment"]), sorted(predicted, key=lambda p: p["segment"])):
+        assert a["label"] == b["label"] and a["segment"] == pytest.approx(b["segment"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-3)
     assert str(out / "run-random-weights") in r.stdout and str(out / "localize" / f"{video}.png") in r.stdout

@@ -93,7 +93,10 @@ def test_every_input_is_extracted_or_fails_on_one_line(folder, tmp_path, capsys)
         assert rec["num_snippets"] == snippets == SnippetGrid().num_snippets(SnippetGrid().num_frames(rec["duration_s"]))
         check_files(out, rec)
         assert set(rec["streams"]) == {"toy_colour", "toy_rms"}
-        assert set(rec["streams"]["toy_rms"]) == {"path", "dim", "dtype", "settings"}
+        assert set(rec["streams"]["toy_rms"]) == {"path", "dim", "dtype", "settings", "options"}
+        # each stream's own command-line options, so that one more video can be extracted the same way
+        assert rec["streams"]["toy_colour"]["options"] == {"toy_scale": 1.0, "toy_delay": 0.0}
+        assert rec["streams"]["toy_rms"]["options"] == {}
     for vid, reason in BAD.items():
         rec = records[vid]
         assert rec["status"] == "failed" and reason in rec["error"] and "\n" not in rec["error"]
