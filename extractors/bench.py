@@ -29,20 +29,22 @@ from torch.utils.flop_counter import FlopCounterMode
 from clipae.extractors.base import ExtractorOptions, SnippetBatch, available_streams, get_stream
 
 
-def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """This machine's FLOP/s on an ``n``×``n`` matrix product (best of ``repeats``)."""
+def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's FLOP/s on an ``n``×``n`` matrix product (best of ``repeats``, after one warm-up):
+    the yardstick the benchmarks compare the streams' achieved FLOP/s with."""
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     best = float("inf")
     for _ in range(repeats + 1):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA) before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -80,11 +82,11 @@ def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, l
     stream(one)  # warm-up (lazy initialisation, allocations)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
+    sync(device)
     t = time.perf_counter()
     for _ in range(batches):
         stream(batch)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

@@ -69,9 +69,13 @@ def cluster(embeddings: np.ndarray, k: int, method: str, seed: int, n_init: int 
     else:
         raise ValueError(f"unknown clustering method {method!r}")
     labels = labels.astype(np.int64)
-    centres = np.stack([embeddings[labels == c].mean(0) if (labels == c).any() else np.zeros(embeddings.shape[1])
-                        for c in range(k)])
-    return labels, centres.astype(np.float32)
+    return labels, centres_of(embeddings, labels, k)
+
+
+def centres_of(embeddings: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """``(k, D)`` mean embedding of each cluster (zeros for an empty one)."""
+    return np.stack([embeddings[labels == c].mean(0) if (labels == c).any() else np.zeros(embeddings.shape[1])
+                     for c in range(k)]).astype(np.float32)
 
 
 def align_clusters(previous: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

@@ -3,12 +3,12 @@
 Outputs of :meth:`TrainedRun.predict` (numpy, float32, all in [0, 1]), with ``T`` the video's
 snippets and ``K = len(run.classes)``:
 
-- ``cas`` ``(T, K)``: per-snippet class probabilities — the softmax over K classes + background
-  of each stream's T-CAM, background dropped, averaged over the RGB and flow streams.
+- ``cas`` ``(T, K)``: per-snippet class probabilities — the softmax over the K classes of each
+  stream's T-CAM, averaged over the RGB and flow streams. It has no background class: it says which
+  class a snippet would be if it is an action; whether it is one is ``attention``.
 - ``attention`` ``(T,)``: foreground attention, averaged over the two streams.
-- ``video_scores`` ``(K,)``: per-class video scores — the softmax over K + background of the
-  attention-weighted mean of each stream's T-CAM, background dropped, averaged over the two streams.
-  They sum to at most 1.
+- ``video_scores`` ``(K,)``: per-class video scores — the softmax over the K classes of the
+  attention-weighted mean of each stream's T-CAM, averaged over the two streams. They sum to 1.
 
 For an unsupervised run the K outputs are cluster ids ``"0" … "K-1"``; ``train_assignments`` gives
 the cluster of each training video in the last round (the labels the classifier was trained on), on

@@ -193,12 +193,10 @@ class Trainer:
             emb, order = clustering.embed_videos(self._full_batches(), self.views, self.model if r > 0 else None,
                                                  self.device)
             emb = emb[np.argsort(order)]
-            labels, centres = clustering.cluster(emb, self.k, c.method, self.cfg.train.seed + r, c.n_init)
+            labels, _ = clustering.cluster(emb, self.k, c.method, self.cfg.train.seed + r, c.n_init)
             if self.assignments:
                 labels = clustering.align_clusters(self.assignments[-1], labels, self.k)
-                centres = np.stack([emb[labels == j].mean(0) if (labels == j).any() else np.zeros(emb.shape[1])
-                                    for j in range(self.k)]).astype(np.float32)
-            payload = [labels, centres]
+            payload = [labels, clustering.centres_of(emb, labels, self.k)]
         else:
             payload = [None, None]
         if self.dist.world > 1:

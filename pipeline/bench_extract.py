@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from clipae.extractors.bench import matmul_flops, sync
 from clipae.pipeline.decode import VideoDecoder, backends_named
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import ExtractionError, build_extractors, open_source
@@ -35,24 +36,6 @@ from clipae.pipeline.weights import WeightsError
 
 PROG = "clipae-bench extract"
 MB = 1 << 20
-
-
-def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> None:
@@ -86,11 +69,11 @@ def bench_streams(config, device: torch.device, yardstick: float, batches: int) 
             ex(data[0])
         flops = counter.get_total_flops() / len(data[0])
         timed = data[1:] or data
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for batch in timed:
             ex(batch)
-        _sync(device)
+        sync(device)
         rate = sum(len(b) for b in timed) / (time.perf_counter() - start)
         achieved = (f"{flops / 1e9:.2f} GFLOP/snippet, {flops * rate / 1e9:.1f} GFLOP/s = "
                     f"{100 * flops * rate / yardstick:.0f}% of matmul") if flops else "no torch FLOPs counted"
