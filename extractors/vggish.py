@@ -194,8 +194,7 @@ class VGGishExtractor(Extractor):
     audio_window = PATCH_SAMPLES
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("vggish stream")
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         group.add_argument("--vggish-postprocess", dest="vggish_postprocess", choices=POSTPROCESS, default="none",
                            help="none: raw pre-activation embedding (default, the TensorFlow reference); "
                                 "relu: through a ReLU (torchvggish's output); pca: PCA, clip and 8-bit codes "
