@@ -53,6 +53,27 @@ class SnippetBatch:
     def __len__(self) -> int:
         return len(self.index)
 
+    def rows(self, start: int, stop: int) -> "SnippetBatch":
+        """Snippets ``start:stop`` of this batch (views, no copy)."""
+        return SnippetBatch(**{f: None if v is None else v[start:stop] for f, v in vars(self).items()})
+
+    @staticmethod
+    def concat(parts: "list[SnippetBatch]") -> "SnippetBatch":
+        """One batch of the snippets of ``parts`` in order (a view of ``parts[0]`` if it is the only one).
+
+        Every part must carry the same fields with the same per-snippet shapes (frames of one
+        size, audio windows of one length); the parts may come from different videos.
+        """
+        if len(parts) == 1:
+            return parts[0]
+        fields = {}
+        for f in vars(parts[0]):
+            values = [getattr(p, f) for p in parts]
+            if any((v is None) != (values[0] is None) for v in values):
+                raise ValueError(f"cannot join snippet batches: {f} is missing in some of them")
+            fields[f] = None if values[0] is None else np.concatenate(values)
+        return SnippetBatch(**fields)
+
     def audio_centred(self, samples: int) -> np.ndarray:
         """The middle ``samples`` of each audio window, ``(B, samples)``.
 

@@ -7,7 +7,9 @@ Prints, for this machine:
 3. per stream: snippets per second on real batches of the first video, FLOPs per snippet
    (``torch.utils.flop_counter.FlopCounterMode`` on one batch) and the achieved FLOP/s as a
    fraction of the matmul FLOP/s;
-4. ``clipae-extract`` end to end on VIDEOS in a child process: times real time and peak RSS;
+4. ``clipae-extract`` end to end on VIDEOS in a child process: times real time and peak RSS
+   (of the largest process), once per ``--variants`` entry, e.g.
+   ``--variants "--decode-workers 0|--decode-workers 2|--per-video-batches"``;
 5. peak RSS of ``clipae-extract`` on generated videos of 1 and 10 minutes (``--memory-minutes``),
    and their ratio (goal: at most 1.2: memory must not grow with the video's length).
 
@@ -16,7 +18,6 @@ Streams and their options are those of ``clipae-extract`` (``--streams``, ``--we
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> N
 
 def bench_streams(config, device: torch.device, yardstick: float, batches: int) -> None:
     extractors = build_extractors(config.streams, config.options)
-    source = open_source(config.videos[0], extractors.values(), config.grid, backends=backends_named(config.decoders))
+    source = open_source(config.videos[0], extractors.values(), config.grid, decoders=config.decoders)
     try:
         data = [batch for _, batch in zip(range(batches + 1), source)]
     finally:
@@ -119,13 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bench = parser.add_argument_group("benchmark")
     bench.add_argument("--bench-batches", type=int, default=3, help="batches timed per stream (default: %(default)s)")
+    bench.add_argument("--variants", default="",
+                       help="'|'-separated sets of extra clipae-extract options, each timed end to end in turn "
+                            "(default: one run with the options given)")
     bench.add_argument("--memory-minutes", default="1,10",
                        help="lengths of the generated videos for the memory test, in minutes; empty to skip "
                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     # the options passed on to the clipae-extract child processes: everything but VIDEOS and ours
     child_options = [a for a in argv if a != args.videos]
-    for flag in ("--bench-batches", "--memory-minutes"):
+    for flag in ("--bench-batches", "--memory-minutes", "--variants"):
         while flag in child_options:
             i = child_options.index(flag)
             del child_options[i:i + 2]
@@ -147,14 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         except (ExtractionError, WeightsError) as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
-        wall, rss, status, last = run_measured(extract_command(args.videos, str(Path(tmp) / "out"), child_options))
-        print(f"clipae-extract end to end: {last}; peak RSS {rss / MB:.0f} MB (exit {status})")
+        variants = [v.split() for v in args.variants.split("|")] if args.variants else [[]]
+        for i, extra in enumerate(variants):
+            wall, rss, status, last = run_measured(extract_command(args.videos, str(Path(tmp) / f"out{i}"),
+                                                                   child_options + extra))
+            print(f"clipae-extract end to end{' ' + ' '.join(extra) if extra else ''}: {last}; "
+                  f"peak RSS {rss / MB:.0f} MB (exit {status})")
         minutes = [float(m) for m in args.memory_minutes.split(",") if m.strip()]
         peaks = []
         for m in minutes:
             video = Path(tmp) / f"generated_{m:g}min.mp4"
             make_long_video(video, m)
-            wall, rss, status, last = run_measured(extract_command(str(video), str(Path(tmp) / f"out{m:g}"), child_options))
+            wall, rss, status, last = run_measured(extract_command(str(video), str(Path(tmp) / f"out{m:g}"),
+                                                                   child_options))
             peaks.append(rss)
             print(f"memory, {m:g}-minute generated video (320x240, 30 fps, audio): peak RSS {rss / MB:.0f} MB; {last}")
             video.unlink()

@@ -17,21 +17,24 @@ import json
 import os
 import time
 import traceback
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from clipae.extractors.base import Extractor, ExtractorOptions, get_stream
+from clipae.extractors.base import Extractor, ExtractorOptions, SnippetBatch, get_stream
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.audio import AudioSettings
-from clipae.pipeline.decode import DEFAULT_DECODERS, Backend, FrameSettings, InputError, backends_named, one_line
+from clipae.pipeline.decode import DEFAULT_DECODERS, FrameSettings, InputError, one_line
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.snippets import SnippetSource
+from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.packing import VideoDecoded, VideoFailed, VideoOpened, pack
+from clipae.pipeline.snippets import SnippetSource, VideoFacts, VideoJob
 from clipae.pipeline.weights import WeightsError
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
@@ -93,72 +96,146 @@ def video_id_of(path: str | os.PathLike) -> str:
 
 # --------------------------------------------------------------------------- one video
 
-def open_source(path: str | os.PathLike, extractors: Iterable[Extractor], grid: SnippetGrid, *,
-                num_snippets: int | None = None, frame_settings: FrameSettings = FrameSettings(),
-                audio_settings: AudioSettings = AudioSettings(), backends: list[Backend] | None = None,
-                after: SnippetSource | None = None) -> SnippetSource:
-    """Start decoding ``path`` for these extractors in the background (what they read, nothing more)."""
+def video_job(path: str | os.PathLike, extractors: Iterable[Extractor], grid: SnippetGrid, *,
+              num_snippets: int | None = None, frame_settings: FrameSettings = FrameSettings(),
+              audio_settings: AudioSettings = AudioSettings(), decoders: Sequence[str] = DEFAULT_DECODERS) -> VideoJob:
+    """What to decode of ``path`` for these extractors (what they read, nothing more)."""
     extractors = list(extractors)
-    return SnippetSource(
-        str(path), grid,
-        frames=any("frames" in ex.inputs for ex in extractors),
-        audio_window=max([ex.audio_window for ex in extractors if "audio" in ex.inputs], default=0),
-        batch_size=min(ex.options.batch_size for ex in extractors),
-        num_snippets=num_snippets, frame_settings=frame_settings, audio_settings=audio_settings,
-        backends=backends, after=after)
+    return VideoJob(str(path), grid,
+                    frames=any("frames" in ex.inputs for ex in extractors),
+                    audio_window=max([ex.audio_window for ex in extractors if "audio" in ex.inputs], default=0),
+                    batch_size=batch_size_of(extractors), num_snippets=num_snippets,
+                    frame_settings=frame_settings, audio_settings=audio_settings, decoders=tuple(decoders))
 
 
-def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], grid: SnippetGrid = SnippetGrid(),
-                  options: ExtractorOptions | Mapping[str, ExtractorOptions] | None = None, *,
-                  num_snippets: int | None = None, source: SnippetSource | None = None,
-                  progress: bool = False, frame_settings: FrameSettings = FrameSettings(),
-                  audio_settings: AudioSettings = AudioSettings(), decoders: Sequence[str] = DEFAULT_DECODERS,
-                  ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Features of one video, in memory.
+def open_source(path: str | os.PathLike, extractors: Iterable[Extractor], grid: SnippetGrid, *,
+                after: SnippetSource | None = None, **job_options) -> SnippetSource:
+    """Start decoding ``path`` for these extractors in a background thread (see :func:`video_job`)."""
+    return SnippetSource(video_job(path, extractors, grid, **job_options), after=after)
 
-    streams:      stream names (built with ``options``) or extractors already built
-    num_snippets: rows to produce instead of the grid's count (used to add streams to a line)
-    source:       a :class:`SnippetSource` already decoding this video (prefetching)
-    decoders:     video decoders to try in order (see :data:`clipae.pipeline.decode.BACKENDS`)
 
-    Returns ``(record, features)``: the manifest line without feature paths (``streams[name]``
-    holds ``dim``, ``dtype``, ``settings``) and ``{name: (num_snippets, dim) float32}``.
-    A stream that reads audio gets all-zero rows for a video without audio.
-    Raises :class:`InputError` for a video that cannot be decoded.
+def batch_size_of(extractors: Iterable[Extractor]) -> int:
+    return min(ex.options.batch_size for ex in extractors)
+
+
+@dataclass
+class VideoResult:
+    """One video out of :func:`extract_videos`: its features, or the error that stopped it."""
+
+    key: Hashable
+    facts: VideoFacts | None = None
+    features: dict[str, np.ndarray] | None = None   # {stream: (num_snippets, dim) float32}
+    error: BaseException | None = None
+    trace: str = ""                                  # the traceback of an unexpected error
+
+
+@dataclass
+class _Video:
+    facts: VideoFacts
+    extractors: dict[str, Extractor]
+    parts: dict[str, list[np.ndarray]]
+    bar: tqdm
+    rows: int = 0
+    decoded: bool = False
+
+
+def _stream_rows(name: str, ex: Extractor, batch: SnippetBatch) -> np.ndarray:
+    """``(len(batch), ex.dim)`` float32 rows of one stream; zeros for an audio stream on a batch without audio."""
+    if "audio" in ex.inputs and batch.audio is None:
+        return np.zeros((len(batch), ex.dim), np.float32)  # no audio track: masked later
+    rows = np.asarray(ex(batch), dtype=np.float32)
+    if rows.shape != (len(batch), ex.dim):
+        raise RuntimeError(f"stream {name} returned {rows.shape} for {len(batch)} snippets of dim {ex.dim}")
+    return rows
+
+
+def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], SnippetSource]], batch_size: int,
+                   progress: bool = False, across_videos: bool = True) -> Iterator[VideoResult]:
+    """Features of many videos, in memory, the networks' batches filled across videos
+    (:func:`clipae.pipeline.packing.pack`).
+
+    videos: ``(key, {stream: extractor}, source)`` in order; a source is opened only when the
+            iterator is asked for it, and closed once read
+    Yields a :class:`VideoResult` per video as soon as it is complete or has failed. A video
+    that cannot be decoded fails with its :class:`InputError`. When a stream fails on a batch
+    shared by several videos, each video's rows are tried alone, so only the videos the
+    failure belongs to fail. ``across_videos=False`` keeps every batch within one video, so a
+    video's rows do not depend on its neighbours (on a GPU, batch composition can change the
+    last bits of a result).
     """
-    named = [s for s in streams if isinstance(s, str)]
-    built = build_extractors(named, options) if named else {}
-    extractors = {s.name: s for s in streams if isinstance(s, Extractor)} | built
-    if not extractors:
-        raise ValueError("extract_video needs at least one stream")
-    if source is None:
-        source = open_source(path, extractors.values(), grid, num_snippets=num_snippets, frame_settings=frame_settings,
-                             audio_settings=audio_settings, backends=backends_named(decoders))
-    try:
-        facts = source.facts()
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in extractors}
-        bar = tqdm(total=facts.num_snippets, desc=video_id_of(path), unit="snippet", leave=False,
-                   disable=not progress or facts.num_snippets <= INNER_BAR_SNIPPETS)
-        with bar, torch.no_grad():
-            for batch in source:
-                for name, ex in extractors.items():
-                    if "audio" in ex.inputs and batch.audio is None:
-                        rows = np.zeros((len(batch), ex.dim), np.float32)  # no audio track: masked later
-                    else:
-                        rows = np.asarray(ex(batch), dtype=np.float32)
-                    if rows.shape != (len(batch), ex.dim):
-                        raise RuntimeError(f"stream {name} returned {rows.shape} for {len(batch)} snippets of dim {ex.dim}")
-                    parts[name].append(rows)
-                bar.update(len(batch))
-    finally:
-        source.close()
-    features = {name: np.concatenate(rows) if rows else np.zeros((0, extractors[name].dim), np.float32)
-                for name, rows in parts.items()}
-    for name, array in features.items():
-        if len(array) != facts.num_snippets:
-            raise RuntimeError(f"stream {name} has {len(array)} rows for {facts.num_snippets} snippets")
+    live: dict[Hashable, _Video] = {}
+    streams: dict[Hashable, Mapping[str, Extractor]] = {}
+
+    def grouped():
+        for key, extractors, source in videos:
+            streams[key] = extractors
+            yield key, (tuple(extractors), None if across_videos else key), source
+
+    def failed(key: Hashable, error: BaseException, trace: str = "") -> VideoResult:
+        video = live.pop(key)
+        video.bar.close()
+        streams.pop(key, None)
+        return VideoResult(key, video.facts, error=error, trace=trace)
+
+    def run(batch: SnippetBatch, extractors: Mapping[str, Extractor]) -> dict[str, np.ndarray]:
+        return {name: _stream_rows(name, ex, batch) for name, ex in extractors.items()}
+
+    with torch.no_grad():
+        for event in pack(grouped(), batch_size):
+            if isinstance(event, VideoOpened):
+                n = event.facts.num_snippets
+                bar = tqdm(total=n, desc=str(event.key), unit="snippet",
+                           leave=False, disable=not progress or n <= INNER_BAR_SNIPPETS)
+                live[event.key] = _Video(event.facts, streams[event.key], {name: [] for name in streams[event.key]}, bar)
+            elif isinstance(event, VideoFailed):
+                if event.key in live:
+                    yield failed(event.key, event.error)
+                else:  # it failed before it opened
+                    yield VideoResult(event.key, error=event.error)
+                streams.pop(event.key, None)
+            elif isinstance(event, VideoDecoded):
+                if event.key in live:
+                    live[event.key].decoded = True
+            else:  # Packed
+                spans, start = [], 0   # (video, first row, rows) of the videos still live
+                for key, rows in event.parts:
+                    if key in live:
+                        spans.append((key, start, rows))
+                    start += rows
+                if not spans:
+                    continue
+                extractors = live[spans[0][0]].extractors
+                try:
+                    out = run(event.batch, extractors)
+                    pieces = {key: {n: a[first:first + rows] for n, a in out.items()} for key, first, rows in spans}
+                except Exception:  # try each video alone, to fail only those the error belongs to
+                    pieces = {}
+                    for key, first, rows in spans:
+                        try:
+                            pieces[key] = run(event.batch.rows(first, first + rows), extractors)
+                        except Exception as e:
+                            yield failed(key, e, traceback.format_exc())
+                for key, _, rows in spans:
+                    if key in pieces:
+                        video = live[key]
+                        for name, array in pieces[key].items():
+                            video.parts[name].append(array)
+                        video.rows += rows
+                        video.bar.update(rows)
+            for key in [k for k, v in live.items() if v.decoded and v.rows >= v.facts.num_snippets]:
+                video = live.pop(key)
+                video.bar.close()
+                streams.pop(key, None)
+                features = {name: np.concatenate(rows) if rows else np.zeros((0, video.extractors[name].dim), np.float32)
+                            for name, rows in video.parts.items()}
+                yield VideoResult(key, video.facts, features)
+
+
+def video_record(path: str | os.PathLike, facts: VideoFacts, extractors: Mapping[str, Extractor], grid: SnippetGrid,
+                 frame_settings: FrameSettings = FrameSettings(), audio_settings: AudioSettings = AudioSettings()) -> dict:
+    """The manifest line of a video extracted with ``extractors``, without feature paths."""
     settings = {name: stream_settings(ex, frame_settings, audio_settings) for name, ex in extractors.items()}
-    record = {
+    return {
         "video_id": video_id_of(path),
         "source": str(path),
         "status": "ok",
@@ -174,7 +251,38 @@ def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], g
         "config_hash": config_hash(grid, settings),
         "weights": {name: ex.weights_id for name, ex in extractors.items()},
     }
-    return record, features
+
+
+def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], grid: SnippetGrid = SnippetGrid(),
+                  options: ExtractorOptions | Mapping[str, ExtractorOptions] | None = None, *,
+                  num_snippets: int | None = None, source: SnippetSource | None = None,
+                  progress: bool = False, frame_settings: FrameSettings = FrameSettings(),
+                  audio_settings: AudioSettings = AudioSettings(), decoders: Sequence[str] = DEFAULT_DECODERS,
+                  ) -> tuple[dict, dict[str, np.ndarray]]:
+    """Features of one video, in memory.
+
+    streams:      stream names (built with ``options``) or extractors already built
+    num_snippets: rows to produce instead of the grid's count (used to add streams to a line)
+    source:       a source already decoding this video
+    decoders:     video decoders to try in order (see :data:`clipae.pipeline.decode.BACKENDS`)
+
+    Returns ``(record, features)``: the manifest line without feature paths (``streams[name]``
+    holds ``dim``, ``dtype``, ``settings``) and ``{name: (num_snippets, dim) float32}``.
+    A stream that reads audio gets all-zero rows for a video without audio.
+    Raises :class:`InputError` for a video that cannot be decoded.
+    """
+    named = [s for s in streams if isinstance(s, str)]
+    built = build_extractors(named, options) if named else {}
+    extractors = {s.name: s for s in streams if isinstance(s, Extractor)} | built
+    if not extractors:
+        raise ValueError("extract_video needs at least one stream")
+    if source is None:
+        source = open_source(path, extractors.values(), grid, num_snippets=num_snippets, frame_settings=frame_settings,
+                             audio_settings=audio_settings, decoders=decoders)
+    [result] = extract_videos([(video_id_of(path), extractors, source)], batch_size_of(extractors.values()), progress)
+    if result.error is not None:
+        raise result.error
+    return video_record(path, result.facts, extractors, grid, frame_settings, audio_settings), result.features
 
 
 # --------------------------------------------------------------------------- many videos
@@ -210,6 +318,8 @@ class RunConfig:
     frame_settings: FrameSettings = field(default_factory=FrameSettings)
     audio_settings: AudioSettings = field(default_factory=AudioSettings)
     decoders: tuple[str, ...] = DEFAULT_DECODERS  # video decoders, tried in this order
+    decode_workers: int = 0  # processes decoding videos in parallel; 0: one thread of this process
+    cross_video_batches: bool = True  # short videos share network batches
 
 
 @dataclass
@@ -329,9 +439,12 @@ class Runner:
         summary = Summary(skipped=len(plans) - len(todo) if ranks.rank == 0 else 0)
         ranks.barrier()  # every rank planned from the same manifest before anyone writes
         show = cfg.progress and ranks.rank == 0
-        with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar:
-            for plan, source in self._prefetched(mine):
-                self._one(plan, source, summary, show)
+        plans = {plan.video_id: plan for plan in mine}
+        with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar, self._decoding() as decoding:
+            results = extract_videos(self._sources(mine, decoding), batch_size_of(self.extractors.values()), show,
+                                     across_videos=cfg.cross_video_batches)
+            for result in results:
+                self._one(plans[result.key], result, summary)
                 bar.update(1)
         summary.wall_s = time.monotonic() - started
         ranks.barrier()
@@ -340,44 +453,59 @@ class Runner:
         total = Summary.combine(ranks.gather(summary))
         return total
 
-    def _prefetched(self, plans: list[VideoPlan]) -> Iterator[tuple[VideoPlan, SnippetSource]]:
-        """Each plan with its video's source; the next video decodes once this one's decoding is done."""
-        def start(plan: VideoPlan, after: SnippetSource | None) -> SnippetSource:
-            return open_source(plan.path, [self.extractors[n] for n in plan.streams], self.config.grid,
-                               num_snippets=plan.base["num_snippets"] if plan.base else None,
-                               frame_settings=self.config.frame_settings, audio_settings=self.config.audio_settings,
-                               backends=backends_named(self.config.decoders), after=after)
+    def _decoding(self) -> "ThreadDecoding | DecodePool":
+        workers = self.config.decode_workers
+        return DecodePool(workers) if workers > 0 else ThreadDecoding()
 
-        upcoming = start(plans[0], None) if plans else None
-        for i, plan in enumerate(plans):
-            current = upcoming
-            upcoming = start(plans[i + 1], current) if i + 1 < len(plans) else None
-            try:
-                yield plan, current
-            finally:
-                current.close()
-        if upcoming is not None:
-            upcoming.close()
+    def _sources(self, plans: list[VideoPlan], decoding: "ThreadDecoding | DecodePool"
+                 ) -> Iterator[tuple[str, dict[str, Extractor], SnippetSource]]:
+        """``(video_id, extractors, source)`` of each plan in order, ``decoding.size`` videos decoding ahead.
 
-    def _one(self, plan: VideoPlan, source: SnippetSource, summary: Summary, progress: bool) -> None:
+        A source is opened once an earlier one was read and closed (so one of the pool's
+        workers is free); the ones still open when the run stops are closed here.
+        """
         cfg = self.config
+        ahead: deque[tuple[VideoPlan, SnippetSource]] = deque()
+        todo = iter(plans)
+
+        def fill() -> None:
+            while len(ahead) < decoding.size and (plan := next(todo, None)) is not None:
+                job = video_job(plan.path, [self.extractors[n] for n in plan.streams], cfg.grid,
+                                num_snippets=plan.base["num_snippets"] if plan.base else None,
+                                frame_settings=cfg.frame_settings, audio_settings=cfg.audio_settings,
+                                decoders=cfg.decoders)
+                ahead.append((plan, decoding.open(job, after=ahead[-1][1] if ahead else None)))
+
         try:
-            fresh, features = extract_video(plan.path, [self.extractors[n] for n in plan.streams], cfg.grid,
-                                            source=source, progress=progress, frame_settings=cfg.frame_settings,
-                                            audio_settings=cfg.audio_settings)
+            fill()
+            while ahead:
+                plan, source = ahead.popleft()
+                yield plan.video_id, {n: self.extractors[n] for n in plan.streams}, source
+                fill()
+        finally:
+            for _, source in ahead:
+                source.close()
+
+    def _one(self, plan: VideoPlan, result: VideoResult, summary: Summary) -> None:
+        cfg = self.config
+        if isinstance(result.error, InputError):
+            self._failed(plan, str(result.error), summary)
+            return
+        try:
+            if result.error is not None:
+                raise result.error
+            extractors = {n: self.extractors[n] for n in plan.streams}
+            fresh = video_record(plan.path, result.facts, extractors, cfg.grid, cfg.frame_settings, cfg.audio_settings)
             fresh["video_id"] = plan.video_id
-            for name, array in features.items():
+            for name, array in result.features.items():
                 rel = f"features/{name}/{plan.video_id}.npy"
                 mf.save_array_atomic(self.out / rel, array)
                 fresh["streams"][name] = {"path": rel, **fresh["streams"][name]}
             audio_streams = {n for n, ex in self.extractors.items() if "audio" in ex.inputs}
             record = merge_record(plan, fresh, cfg.grid, audio_streams)
-        except InputError as e:
-            self._failed(plan, str(e), summary)
-            return
         except Exception as e:  # a bug or a resource problem: recorded, traceback to the log, run goes on
             with open(self.error_log, "a", encoding="utf-8") as log:
-                log.write(f"--- {plan.video_id} ({plan.path})\n{traceback.format_exc()}\n")
+                log.write(f"--- {plan.video_id} ({plan.path})\n{result.trace or traceback.format_exc()}\n")
             self._failed(plan, f"internal error {type(e).__name__}: {one_line(e)} (traceback in {self.error_log.name})",
                          summary)
             return
@@ -392,6 +520,21 @@ class Runner:
                                          "status": "failed", "error": reason})
         summary.failed += 1
         summary.failures.append((plan.video_id, reason))
+
+
+class ThreadDecoding:
+    """Decoding in a thread of this process, the next video prefetched once the current one is decoded."""
+
+    size = 2
+
+    def open(self, job: VideoJob, after: SnippetSource | None = None) -> SnippetSource:
+        return SnippetSource(job, after=after)
+
+    def __enter__(self) -> "ThreadDecoding":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def _check_unique(videos: list[tuple[str, Path]]) -> None:

@@ -54,6 +54,12 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
     parser.add_argument("--decoders", default=",".join(DEFAULT_DECODERS),
                         help="video decoders tried in order, each taking over where the previous one cannot open "
                              f"or read a file (default: %(default)s; known: {', '.join(BACKENDS)})")
+    parser.add_argument("--decode-workers", type=int, default=0, metavar="N",
+                        help="decode N videos at once in worker processes beside the networks; 0 decodes in a "
+                             "thread of this process (default: %(default)s; see the README for when N > 0 pays)")
+    parser.add_argument("--per-video-batches", action="store_true",
+                        help="never let two videos share a network batch (slower on short videos; a video's rows "
+                             "then do not depend on the videos next to it)")
     parser.add_argument("--weights-dir", default=str(DEFAULT_WEIGHTS_DIR),
                         help="where known checkpoints are downloaded and looked up (default: %(default)s)")
     parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
@@ -100,6 +106,8 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         raise ExtractionError(f"--streams names a stream twice: {args.streams}")
     if args.batch_size < 1:
         raise ExtractionError("--batch-size must be at least 1")
+    if args.decode_workers < 0:
+        raise ExtractionError("--decode-workers must be 0 or more")
     try:
         grid = SnippetGrid(args.fps, args.snippet_length, args.snippet_stride)
     except ValueError as e:
@@ -126,7 +134,8 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
     return RunConfig(videos=find_videos(args.videos), out=Path(args.out), streams=streams, grid=grid,
                      options=options, overwrite=args.overwrite,
                      progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings(),
-                     decoders=decoders)
+                     decoders=decoders, decode_workers=args.decode_workers,
+                     cross_video_batches=not args.per_video_batches)
 
 
 def parser_for(argv: list[str], prog: str = PROG, with_out: bool = True

@@ -1,18 +1,19 @@
-"""One decoded video cut into :class:`SnippetBatch` es on the snippet grid, in a background thread.
+"""One decoded video cut into :class:`SnippetBatch` es on the snippet grid.
 
-:class:`SnippetSource` decodes a video once (frames through :mod:`clipae.pipeline.decode`,
-audio through :mod:`clipae.pipeline.audio`) and assembles batches of consecutive snippets:
+:func:`produce` decodes a video once (frames through :mod:`clipae.pipeline.decode`, audio
+through :mod:`clipae.pipeline.audio`) and hands over batches of consecutive snippets:
 
 - ``frames[b]``: the grid frames ``[i*stride, i*stride + length)`` of snippet ``i``, the final
   frame repeated past the video's end;
 - ``next_frames[b]`` / ``has_next[b]``: grid frame ``i*stride + length``, for optical flow;
 - ``audio[b]``: the audio window centred on the snippet's centre.
 
-The work runs in a thread that fills a bounded queue (``queue_size`` batches), so decoding
-overlaps the networks and memory stays bounded whatever the video's length. A source created
-with ``after=<the previous video's source>`` starts decoding as soon as the previous one has
-decoded its last batch: the next video is prefetched while the networks finish the current
-one, and at most two videos' queues exist at a time.
+It runs beside the networks, either in a thread of this process (:class:`SnippetSource`) or in
+worker processes (:mod:`clipae.pipeline.decode_workers`), and fills a bounded queue
+(``queue_size`` batches), so memory stays bounded whatever the video's length. A
+:class:`SnippetSource` created with ``after=<the previous video's source>`` starts decoding as
+soon as the previous one has decoded its last batch: the next video is prefetched while the
+networks finish the current one, and at most two videos' queues exist at a time.
 """
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.audio import AudioReader, AudioSettings
-from clipae.pipeline.decode import Backend, FrameSettings, VideoDecoder, VideoTiming
+from clipae.pipeline.decode import DEFAULT_DECODERS, FrameSettings, VideoDecoder, VideoTiming, backends_named
 from clipae.pipeline.grid import SnippetGrid
 
 
@@ -41,42 +42,106 @@ class VideoFacts:
     has_audio: bool
 
 
-class _End:
-    pass
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class SnippetSource:
-    """Batches of one video on ``grid``.
+@dataclass(frozen=True)
+class VideoJob:
+    """Everything needed to decode one video into batches (picklable: it travels to worker processes).
 
     frames:       whether any stream reads frames (otherwise no frame is decoded)
     audio_window: samples per audio window (0: no stream reads audio)
     num_snippets: force this many rows (an existing manifest line's count when streams are
                   added to it); the grid's own count otherwise
-    after:        start only once this source has finished decoding (prefetch in order)
+    decoders:     names of the video decoders to try in order
     """
 
-    def __init__(self, path: str, grid: SnippetGrid, *, frames: bool, audio_window: int, batch_size: int,
-                 num_snippets: int | None = None, frame_settings: FrameSettings = FrameSettings(),
-                 audio_settings: AudioSettings = AudioSettings(), backends: list[Backend] | None = None,
-                 queue_size: int = 2, after: "SnippetSource | None" = None) -> None:
-        self.path = str(path)
-        self.grid = grid
-        self.want_frames = frames
-        self.audio_window = audio_window
-        self.batch_size = batch_size
-        self.forced_snippets = num_snippets
-        self.frame_settings = frame_settings
-        self.audio_settings = audio_settings
-        self.backends = backends
+    path: str
+    grid: SnippetGrid
+    frames: bool
+    audio_window: int
+    batch_size: int
+    num_snippets: int | None = None
+    frame_settings: FrameSettings = FrameSettings()
+    audio_settings: AudioSettings = AudioSettings()
+    decoders: tuple[str, ...] = DEFAULT_DECODERS
+
+
+class End:
+    """The last item of a video: every batch was handed over; ``backend`` is the decoder that read it."""
+
+    def __init__(self, backend: str | None) -> None:
+        self.backend = backend
+
+
+class Failure:
+    """Decoding stopped with ``error`` (an :class:`InputError` for a bad video)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def produce(job: VideoJob, put: Callable[[object], bool], stopped: Callable[[], bool]) -> None:
+    """Decode ``job`` and hand over, in order, its :class:`VideoFacts`, every :class:`SnippetBatch`
+    and an :class:`End` -- or a :class:`Failure` at the point where it went wrong.
+
+    ``put(item)`` returns False when the consumer has gone (the video is then abandoned);
+    ``stopped()`` is polled between batches.
+    """
+    decoder = audio = None
+    try:
+        decoder = VideoDecoder(job.path, job.grid.fps, job.frame_settings, backends_named(job.decoders))
+        timing = decoder.open()
+        info = decoder.info
+        if job.audio_window:
+            audio = AudioReader(job.path, info, job.audio_settings)
+        n = job.num_snippets or job.grid.num_snippets(timing.num_grid_frames)
+        has_audio = audio.has_audio if audio is not None else info.audio_channels > 0
+        if not put(VideoFacts(timing.duration_s, timing.native_fps, timing.num_frames, n, has_audio)):
+            return
+        for batch in _batches(job, decoder, timing, audio, n):
+            if stopped() or not put(batch):
+                return
+        put(End(decoder.backend))
+    except Exception as e:  # handed to the consumer, which records it for this video
+        put(Failure(e))
+    finally:
+        if decoder is not None:
+            decoder.close()
+        if audio is not None:
+            audio.close()
+
+
+def _batches(job: VideoJob, decoder: VideoDecoder, timing: VideoTiming, audio: AudioReader | None,
+             num_snippets: int) -> Iterator[SnippetBatch]:
+    frames = GridFrames(decoder, timing.num_grid_frames) if job.frames else None
+    g = job.grid
+    for first in range(0, num_snippets, job.batch_size):
+        index = np.arange(first, min(first + job.batch_size, num_snippets), dtype=np.int64)
+        batch = SnippetBatch(index=index)
+        if frames is not None:
+            starts = index * g.stride
+            batch.frames = np.stack([frames.take(range(s, s + g.length)) for s in starts])
+            batch.next_frames = np.stack([frames.take([s + g.length])[0] for s in starts])
+            batch.has_next = starts + g.length < timing.num_grid_frames
+            frames.release(int(starts[-1]) + g.stride if len(starts) else 0)
+        if audio is not None and audio.has_audio:
+            batch.audio = audio.windows(g.centre_s(index), job.audio_window)
+        yield batch
+
+
+class SnippetSource:
+    """Batches of one video (a :class:`VideoJob`), decoded in a background thread.
+
+    Iterating yields :class:`SnippetBatch` es in order; :meth:`facts` is known before the first.
+    after: start only once this source has finished decoding (prefetch in order)
+    """
+
+    def __init__(self, job: VideoJob, *, queue_size: int = 2, after: "SnippetSource | None" = None) -> None:
+        self.job = job
+        self.path = job.path
         self.backend: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._facts: VideoFacts | None = None
+        self._done = False
         self._after = after
         self._thread = threading.Thread(target=self._run, name=f"decode:{self.path}", daemon=True)
         self._thread.start()
@@ -91,15 +156,17 @@ class SnippetSource:
 
     def __iter__(self) -> Iterator[SnippetBatch]:
         self.facts()
-        while True:
+        while not self._done:
             item = self._get()
-            if isinstance(item, _End):
+            if isinstance(item, End):
+                self.backend, self._done = item.backend, True
                 return
             yield item
 
     def _get(self):
         item = self._queue.get()
-        if isinstance(item, _Failure):
+        if isinstance(item, Failure):
+            self._done = True
             raise item.error
         return item
 
@@ -128,49 +195,7 @@ class SnippetSource:
         if self._after is not None:
             self._after._thread.join()
             self._after = None
-        decoder = audio = None
-        try:
-            decoder = VideoDecoder(self.path, self.grid.fps, self.frame_settings, self.backends)
-            timing = decoder.open()
-            info = decoder.info
-            if self.audio_window:
-                audio = AudioReader(self.path, info, self.audio_settings)
-            n = self.forced_snippets or self.grid.num_snippets(timing.num_grid_frames)
-            has_audio = audio.has_audio if audio is not None else info.audio_channels > 0
-            facts = VideoFacts(timing.duration_s, timing.native_fps, timing.num_frames, n, has_audio)
-            if not self._put(facts):
-                return
-            for batch in self._batches(decoder, timing, audio, n):
-                if not self._put(batch):
-                    return
-            self.backend = decoder.backend
-            self._put(_End())
-        except Exception as e:  # handed to the consumer, which records it for this video
-            self._put(_Failure(e))
-        finally:
-            if decoder is not None:
-                decoder.close()
-            if audio is not None:
-                audio.close()
-
-    def _batches(self, decoder: VideoDecoder, timing: VideoTiming, audio: AudioReader | None,
-                 num_snippets: int) -> Iterator[SnippetBatch]:
-        frames = GridFrames(decoder, timing.num_grid_frames) if self.want_frames else None
-        g = self.grid
-        for first in range(0, num_snippets, self.batch_size):
-            if self._stop.is_set():
-                return
-            index = np.arange(first, min(first + self.batch_size, num_snippets), dtype=np.int64)
-            batch = SnippetBatch(index=index)
-            if frames is not None:
-                starts = index * g.stride
-                batch.frames = np.stack([frames.take(range(s, s + g.length)) for s in starts])
-                batch.next_frames = np.stack([frames.take([s + g.length])[0] for s in starts])
-                batch.has_next = starts + g.length < timing.num_grid_frames
-                frames.release(int(starts[-1]) + g.stride if len(starts) else 0)
-            if audio is not None and audio.has_audio:
-                batch.audio = audio.windows(g.centre_s(index), self.audio_window)
-            yield batch
+        produce(self.job, self._put, self._stop.is_set)
 
 
 class GridFrames:

@@ -1,4 +1,5 @@
 """The extraction runner and clipae-extract, with the tiny deterministic streams of toy_streams.py."""
+import contextlib
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from clipae.pipeline import extract
 from clipae.pipeline.extract import RunConfig, extract_video
 from clipae.pipeline.extract_cli import main
 from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.snippets import SnippetSource
+from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.snippets import SnippetSource, VideoJob
 
 DATA = Path(__file__).parent / "data" / "videos"
 TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--quiet"]
@@ -117,15 +119,22 @@ def test_in_memory_api_on_a_vfr_video(folder):
     assert not features["toy_rms"].any()
 
 
-def test_snippet_batches_cut_the_grid_frames(folder):
-    """Overlapping snippets (length 16, stride 8): frames, next frame and padding past the end."""
+@pytest.mark.parametrize("decoding", ["thread", "process"])
+def test_snippet_batches_cut_the_grid_frames(folder, decoding):
+    """Overlapping snippets (length 16, stride 8): frames, next frame and padding past the end,
+    decoded in a thread or in a worker process."""
     grid = SnippetGrid(25.0, 16, 8)
     dec = VideoDecoder(str(folder / "plain.mp4"), grid.fps)
     dec.open()
     every = np.concatenate(list(dec.chunks()))                   # 75 grid frames
-    source = SnippetSource(str(folder / "plain.mp4"), grid, frames=True, audio_window=100, batch_size=3)
-    batches = list(source)
-    source.close()
+    job = VideoJob(str(folder / "plain.mp4"), grid, frames=True, audio_window=100, batch_size=3)
+    with contextlib.ExitStack() as stack:
+        if decoding == "thread":
+            source = SnippetSource(job)
+        else:
+            source = stack.enter_context(DecodePool(1)).open(job)
+        batches = list(source)
+        source.close()
     index = np.concatenate([b.index for b in batches])
     assert index.tolist() == list(range(grid.num_snippets(75))) == list(range(9))
     frames = np.concatenate([b.frames for b in batches])

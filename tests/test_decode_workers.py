@@ -1,0 +1,122 @@
+"""Decoding in worker processes (pipeline/decode_workers.py)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
+import videogen
+from clipae.pipeline import manifest as mf
+from clipae.pipeline.decode import InputError
+from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.extract_cli import main
+from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.snippets import SnippetSource, VideoJob
+
+TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    videogen.make_video(d / "long.mp4", duration=6.0, size=(96, 64))
+    videogen.make_video(d / "short.mp4", duration=0.6, audio=None)
+    videogen.make_video(d / "wide.mp4", duration=2.0, size=(128, 48), audio="stereo")
+    videogen.make_truncated(d / "truncated.mp4")
+    (d / "text.mp4").write_text("not a video\n")
+    return d
+
+
+def job(path, batch_size=2):
+    return VideoJob(str(path), SnippetGrid(), frames=True, audio_window=15360, batch_size=batch_size)
+
+
+def batches(source):
+    try:
+        return [(b.index.copy(), b.frames.copy(), None if b.audio is None else b.audio.copy()) for b in source]
+    finally:
+        source.close()
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for (i, f, a), (j, g, b) in zip(got, want):
+        np.testing.assert_array_equal(i, j)
+        np.testing.assert_array_equal(f, g)
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+
+
+def test_clipae_extract_with_worker_processes_writes_what_a_thread_writes(folder, tmp_path, capsys):
+    assert main([str(folder), str(tmp_path / "thread"), *TOYS]) == 1
+    assert main([str(folder), str(tmp_path / "procs"), *TOYS, "--decode-workers", "2"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("3 ok, 2 failed") and out[-1].split(";")[0] == out[len(out) // 2 - 1].split(";")[0]
+    thread = mf.read_manifest(tmp_path / "thread" / "manifest.jsonl")
+    procs = mf.read_manifest(tmp_path / "procs" / "manifest.jsonl")
+    assert {k: v["status"] for k, v in thread.items()} == {k: v["status"] for k, v in procs.items()}
+    assert procs["truncated"]["error"] == thread["truncated"]["error"] and "truncated" in procs["truncated"]["error"]
+    for vid, rec in thread.items():
+        if rec["status"] == "ok":
+            assert {k: v for k, v in procs[vid].items() if k != "streams"} == {k: v for k, v in rec.items() if k != "streams"}
+            for name in rec["streams"]:
+                np.testing.assert_array_equal(np.load(tmp_path / "procs" / procs[vid]["streams"][name]["path"]),
+                                              np.load(tmp_path / "thread" / rec["streams"][name]["path"]))
+
+
+def test_bad_worker_count_is_one_line(folder, tmp_path, capsys):
+    assert main([str(folder), str(tmp_path), *TOYS, "--decode-workers", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "clipae-extract: error: --decode-workers must be 0 or more"
+
+
+def test_a_video_abandoned_midway_leaves_the_worker_clean(folder):
+    want = batches(SnippetSource(job(folder / "wide.mp4")))
+    with DecodePool(1, queue_size=1) as pool:
+        first = pool.open(job(folder / "long.mp4", batch_size=1))
+        next(iter(first))             # one batch read, more decoded and waiting
+        first.close()
+        assert_same(batches(pool.open(job(folder / "wide.mp4"))), want)
+        with pytest.raises(RuntimeError, match="busy"):
+            pool.open(job(folder / "wide.mp4")), pool.open(job(folder / "wide.mp4"))
+
+
+def test_a_worker_that_dies_fails_its_video_and_is_replaced(folder):
+    want = batches(SnippetSource(job(folder / "short.mp4")))
+    with DecodePool(1, queue_size=1) as pool:
+        source = pool.open(job(folder / "long.mp4", batch_size=1))
+        source.facts()
+        os.kill(source.pid, signal.SIGKILL)   # like a decoder crashing on a broken file
+        with pytest.raises(InputError, match=r"^the decoding process died \(killed by signal SIGKILL\)$"):
+            for _ in source:
+                pass
+        source.close()
+        assert_same(batches(pool.open(job(folder / "short.mp4"))), want)
+
+
+def test_workers_exit_when_the_main_process_is_killed(tmp_path):
+    script = ("import sys, time; sys.path.insert(0, %r)\n"
+              "from clipae.pipeline.decode_workers import DecodePool\n"
+              "pool = DecodePool(2)\n"
+              "print(' '.join(str(w.process.pid) for w in pool._idle), flush=True)\n"
+              "time.sleep(60)\n") % str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30  # workers may still be importing torch
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
