@@ -1,17 +1,31 @@
 """Decoding in worker processes: several videos decoded at once, beside the networks.
 
-``clipae-extract --decode-workers N`` starts N processes (``spawn``, so they are safe beside
-CUDA and threads). Each decodes one video at a time with :func:`clipae.pipeline.snippets.produce`,
-the code the in-process thread of :class:`~clipae.pipeline.snippets.SnippetSource` runs, and
-hands its batches over as torch tensors, which ``torch.multiprocessing`` moves into shared
-memory: the main process maps them without copying. Each video's queue holds at most
-``queue_size`` batches, so memory stays bounded whatever the videos' lengths.
+``clipae-extract --decode-workers N`` starts N processes. Each decodes one video at a time with
+:func:`clipae.pipeline.snippets.produce`, the code the in-process thread of
+:class:`~clipae.pipeline.snippets.SnippetSource` runs, and hands its batches over through
+shared memory:
 
-Why processes: decoding and resizing hold the GIL for part of their work and a decoder can
-crash on a broken file. A worker that dies fails only the video it was reading (one line,
-``the decoding process died ...``) and is replaced; the run goes on.
+- every worker owns ``queue_size + 3`` *slots*, shared-memory buffers reused from batch to
+  batch (a fresh buffer per batch would page-fault ~90 MB per batch of 16 THUMOS snippets);
+- the worker copies a batch's arrays into a free slot and sends the slot's number and layout;
+  the main process reads them in place (numpy views, no copy);
+- a slot is free again once every array viewing it is gone (``weakref.finalize`` on the
+  tensor the views hang from), whatever the order, so batches the packing code
+  (:mod:`clipae.pipeline.packing`) still holds are never overwritten;
+- a slot grows when a batch does not fit (another frame size); the new buffer travels with
+  that batch, once;
+- a worker that finds no free slot for ``SLOT_PATIENCE_S`` adds one, so a caller that keeps
+  batches costs memory, never a deadlock.
 
+Each video's queue holds at most ``queue_size`` batches, so memory stays bounded whatever the
+videos' lengths. A worker that dies (a decoder crashing on a broken file) fails only the video it
+was reading (one line, ``the decoding process died ...``) and is replaced; the run goes on.
 Workers exit by themselves when the main process is gone (``kill -9`` included).
+
+Workers are forked where the platform can (Linux), as PyTorch's ``DataLoader`` workers are: they
+start at once, and never touch CUDA or the networks. Elsewhere they are spawned, which
+re-imports the main module: a script that extracts through this API must then guard its entry
+point with ``if __name__ == "__main__":``.
 """
 from __future__ import annotations
 
@@ -19,7 +33,8 @@ import os
 import pickle
 import queue
 import signal
-from dataclasses import fields
+import weakref
+from dataclasses import dataclass, fields
 from typing import Iterator
 
 import numpy as np
@@ -32,21 +47,41 @@ from clipae.pipeline.snippets import End, Failure, VideoFacts, VideoJob, produce
 
 #: seconds between checks that the other side is still alive
 POLL_S = 0.5
+#: how worker processes start (see the module docstring)
+START_METHOD = "fork" if "fork" in tmp.get_all_start_methods() else "spawn"
+#: slots per worker beyond the queue: the batch being cut, and two the main process may hold
+SPARE_SLOTS = 3
+SLOT_PATIENCE_S = 2.0
+ALIGN = 64
 
 
 class Closed:
     """Sent after every job, whatever happened to it: the worker is ready for the next."""
 
 
-def _to_tensors(batch: SnippetBatch) -> SnippetBatch:
-    """The batch's arrays as tensors (torch.multiprocessing sends tensors through shared memory)."""
-    return SnippetBatch(**{f.name: None if (v := getattr(batch, f.name)) is None else torch.from_numpy(np.ascontiguousarray(v))
-                           for f in fields(SnippetBatch)})
+@dataclass
+class SlotBatch:
+    """A :class:`SnippetBatch` lying in slot ``slot``: ``layout`` = ``[(field, dtype, shape, offset)]``.
+    ``storage`` is the slot's buffer when it is new (first use or grown), else ``None``."""
+
+    slot: int
+    layout: list[tuple[str, str, tuple[int, ...], int]]
+    storage: torch.UntypedStorage | None = None
 
 
-def _to_arrays(batch: SnippetBatch) -> SnippetBatch:
-    return SnippetBatch(**{f.name: None if (v := getattr(batch, f.name)) is None else v.numpy()
-                           for f in fields(SnippetBatch)})
+def _bytes_view(storage: torch.UntypedStorage) -> np.ndarray:
+    """The whole storage as a uint8 array; ``.base`` is the tensor that every view of it keeps alive."""
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),)).numpy()
+
+
+def _layout(batch: SnippetBatch) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
+    layout, offset = [], 0
+    for f in fields(SnippetBatch):
+        value = getattr(batch, f.name)
+        if value is not None:
+            layout.append((f.name, value.dtype.str, value.shape, offset))
+            offset += -(-value.nbytes // ALIGN) * ALIGN
+    return layout, offset
 
 
 def _sendable(error: BaseException) -> BaseException:
@@ -59,19 +94,42 @@ def _sendable(error: BaseException) -> BaseException:
         return kind(f"{type(error).__name__}: {one_line(error)}")
 
 
-def _serve(jobs, results, abort, parent: int) -> None:
+def _serve(jobs, results, free, abort, parent: int) -> None:
     """A worker's life: take ``(number, VideoJob)`` from ``jobs`` and decode it into ``results``."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    storages: dict[int, torch.UntypedStorage] = {}
 
     def parent_alive() -> bool:
         return os.getppid() == parent
 
+    def wait(get, stopped, patience: float = float("inf")):
+        waited = 0.0
+        while not stopped() and waited < patience:
+            try:
+                return get(timeout=min(POLL_S, patience))
+            except queue.Empty:
+                waited += POLL_S
+        return None
+
+    def to_slot(batch: SnippetBatch, stopped) -> SlotBatch | None:
+        slot = wait(free.get, stopped, SLOT_PATIENCE_S)
+        if stopped():
+            return None
+        if slot is None:  # the main process holds every slot: one more
+            slot = max(storages, default=-1) + 1
+        layout, nbytes = _layout(batch)
+        new = None
+        if slot not in storages or storages[slot].nbytes() < nbytes:
+            new = storages[slot] = torch.UntypedStorage(nbytes).share_memory_()
+        buffer = _bytes_view(storages[slot])
+        for name, dtype, shape, offset in layout:
+            value = getattr(batch, name)
+            np.copyto(buffer[offset:offset + value.nbytes].view(dtype).reshape(shape), value)
+        return SlotBatch(slot, layout, new)
+
     while parent_alive():
-        try:
-            item = jobs.get(timeout=POLL_S)
-        except queue.Empty:
-            continue
+        item = wait(jobs.get, lambda: not parent_alive())
         if item is None:
             return
         number, job = item
@@ -81,7 +139,9 @@ def _serve(jobs, results, abort, parent: int) -> None:
 
         def put(x) -> bool:
             if isinstance(x, SnippetBatch):
-                x = _to_tensors(x)
+                x = to_slot(x, stopped)
+                if x is None:
+                    return False
             elif isinstance(x, Failure):
                 x = Failure(_sendable(x.error))
             while not stopped():
@@ -96,14 +156,42 @@ def _serve(jobs, results, abort, parent: int) -> None:
         put(Closed())
 
 
+def _free_slot(free, slot: int) -> None:
+    try:
+        free.put(slot)
+    except (ValueError, OSError):  # the worker is gone and its queue closed
+        pass
+
+
 class _Worker:
     def __init__(self, ctx, queue_size: int) -> None:
         self.jobs = ctx.Queue()
         self.results = ctx.Queue(maxsize=queue_size)
+        self.free = ctx.Queue()
+        for slot in range(queue_size + SPARE_SLOTS):
+            self.free.put(slot)
+        self.storages: dict[int, torch.UntypedStorage] = {}
         self.abort = ctx.Value("q", -1, lock=False)
-        self.process = ctx.Process(target=_serve, args=(self.jobs, self.results, self.abort, os.getpid()),
+        self.process = ctx.Process(target=_serve, args=(self.jobs, self.results, self.free, self.abort, os.getpid()),
                                    name="clipae-decode", daemon=True)
         self.process.start()
+
+    def batch(self, item: SlotBatch) -> SnippetBatch:
+        """The batch in slot ``item.slot``, as numpy views; the slot is freed once they are all gone."""
+        if item.storage is not None:
+            self.storages[item.slot] = item.storage
+        buffer = _bytes_view(self.storages[item.slot])
+        weakref.finalize(buffer.base, _free_slot, self.free, item.slot)
+        arrays = {name: buffer[offset:offset + int(np.prod(shape)) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+                  for name, dtype, shape, offset in item.layout}
+        return SnippetBatch(**arrays)
+
+    def discard(self, item) -> None:
+        """A message nobody will read (an abandoned video's tail): free its slot."""
+        if isinstance(item, SlotBatch):
+            if item.storage is not None:
+                self.storages[item.slot] = item.storage
+            _free_slot(self.free, item.slot)
 
     def death(self) -> str | None:
         """Why the process is gone (``None`` while it runs)."""
@@ -119,7 +207,7 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-        for q in (self.jobs, self.results):
+        for q in (self.jobs, self.results, self.free):
             q.cancel_join_thread()
             q.close()
 
@@ -151,12 +239,13 @@ class WorkerSource:
     def __iter__(self) -> Iterator[SnippetBatch]:
         self.facts()
         while self._worker is not None:
+            worker = self._worker
             item = self._get()
             if isinstance(item, End):
                 self.backend = item.backend
                 self._release()
                 return
-            yield _to_arrays(item)
+            yield worker.batch(item)
 
     def _get(self):
         worker = self._worker
@@ -172,7 +261,8 @@ class WorkerSource:
                     raise InputError(f"the decoding process died ({death})") from None
                 continue
             if number != self._number:
-                continue  # the tail of an earlier video this worker read
+                worker.discard(item)  # the tail of an earlier video this worker read
+                continue
             if isinstance(item, Closed):
                 self._release()
                 raise RuntimeError("the decoding process stopped before the video's end")
@@ -203,7 +293,7 @@ class DecodePool:
     def __init__(self, workers: int, queue_size: int = 2) -> None:
         if workers < 1:
             raise ValueError("a decode pool needs at least one worker")
-        self._ctx = tmp.get_context("spawn")
+        self._ctx = tmp.get_context(START_METHOD)
         self._queue_size = queue_size
         self.size = workers
         self._idle = [_Worker(self._ctx, queue_size) for _ in range(workers)]

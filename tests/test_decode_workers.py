@@ -13,6 +13,7 @@ import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.decode import InputError
+from clipae.pipeline import decode_workers
 from clipae.pipeline.decode_workers import DecodePool
 from clipae.pipeline.extract_cli import main
 from clipae.pipeline.grid import SnippetGrid
@@ -120,3 +121,15 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_batches_kept_by_the_caller_are_never_overwritten(folder, monkeypatch):
+    """More batches held than the worker has slots: it adds slots instead of reusing held ones."""
+    monkeypatch.setattr(decode_workers, "SLOT_PATIENCE_S", 0.2)  # forked workers see it
+    want = batches(SnippetSource(job(folder / "long.mp4", batch_size=1)))
+    with DecodePool(1, queue_size=1) as pool:
+        kept = list(pool.open(job(folder / "long.mp4", batch_size=1)))   # 10 batches, 4 slots to start with
+        assert len(kept) == len(want) == 10
+        assert_same([(b.index, b.frames, b.audio) for b in kept], want)
+        del kept
+        assert_same(batches(pool.open(job(folder / "long.mp4", batch_size=1))), want)   # slots freed, reused
