@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = parser.add_argument_group("benchmark")
     bench.add_argument("--bench-batches", type=int, default=3, help="batches timed per stream (default: %(default)s)")
     bench.add_argument("--variants", default="",
-                       help="'|'-separated sets of extra clipae-extract options, each timed end to end in turn "
-                            "(default: one run with the options given)")
+                       help="'|'-separated sets of extra clipae-extract options, each timed end to end in turn, "
+                            "e.g. --variants='--decode-workers 0|--decode-workers 2' (default: one run with the "
+                            "options given)")
     bench.add_argument("--memory-minutes", default="1,10",
                        help="lengths of the generated videos for the memory test, in minutes; empty to skip "
                             "(default: %(default)s)")
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # the options passed on to the clipae-extract child processes: everything but VIDEOS and ours
     child_options = [a for a in argv if a != args.videos]
     for flag in ("--bench-batches", "--memory-minutes", "--variants"):
+        child_options = [a for a in child_options if not a.startswith(flag + "=")]
         while flag in child_options:
             i = child_options.index(flag)
             del child_options[i:i + 2]
