@@ -93,6 +93,16 @@ def test_tvl1_without_opencv_says_how_to_install_it(monkeypatch):
     with pytest.raises(OptionsError, match="no contrib 'optflow'"):
         fl.build_flow(fl.FlowOptions(flow="tvl1"), torch.device("cpu"))
 
+    class BrokenOpenCV:  # how OpenCV 4.9 and older, built for numpy 1, fail to import under numpy 2
+        def find_spec(self, name, path=None, target=None):
+            if name == "cv2":
+                raise ImportError("numpy.core.multiarray failed to import\nmore lines")
+
+    monkeypatch.delitem(sys.modules, "cv2")
+    monkeypatch.setattr(sys, "meta_path", [BrokenOpenCV(), *sys.meta_path])
+    with pytest.raises(OptionsError, match=r"^[^\n]*multiarray failed to import\): pip install 'clipae\[tvl1\]'"):
+        fl.build_flow(fl.FlowOptions(flow="tvl1"), torch.device("cpu"))
+
 
 def test_tvl1_feeds_grayscale_frames_and_returns_x_then_y(monkeypatch):
     class DualTVL1:
