@@ -175,15 +175,18 @@ class RAFTSmall(RAFTFlow):
 
 # --- TV-L1 ----------------------------------------------------------------------------------------
 
-TVL1_INSTALL = "pip install 'clipae[tvl1]'  (opencv-contrib-python-headless; uninstall opencv-python first if present)"
+TVL1_INSTALL = "pip install 'clipae[tvl1]'  (opencv-contrib-python-headless >= 4.10; uninstall opencv-python first if present)"
 
 
 def _opencv_optflow():
+    """``cv2`` with the contrib module ``optflow`` and its ``DualTVL1OpticalFlow_create`` (the same
+    name and module in OpenCV 4.10 to 4.14 and 5.0), or an OptionsError that says how to install it."""
     try:
         import cv2
-    except ModuleNotFoundError:
-        raise OptionsError(f"--flow tvl1 needs OpenCV's contrib modules: {TVL1_INSTALL}") from None
-    if not hasattr(cv2, "optflow"):
+    except ImportError as e:  # absent, or a build for another numpy (4.9 and older with numpy 2)
+        reason = str(e).partition("\n")[0]
+        raise OptionsError(f"--flow tvl1 needs OpenCV's contrib modules ({reason}): {TVL1_INSTALL}") from None
+    if not hasattr(getattr(cv2, "optflow", None), "DualTVL1OpticalFlow_create"):
         raise OptionsError(f"--flow tvl1: this OpenCV ({cv2.__version__}) has no contrib 'optflow' module: {TVL1_INSTALL}")
     return cv2
 
@@ -202,6 +205,8 @@ class TVL1Flow(FlowEstimator):
         self.device = device
 
     def __call__(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """RGB frames ``(N, H, W, 3)`` uint8 (any device) → fields ``(N, 2, H, W)`` float32 pixels on
+        ``self.device``, channel 0 = x (rightwards), channel 1 = y (downwards)."""
         gray = [[self.cv2.cvtColor(np.ascontiguousarray(f), self.cv2.COLOR_RGB2GRAY) for f in x.cpu().numpy()]
                 for x in (first, second)]
         fields = np.stack([self.tvl1.calc(a, b, None) for a, b in zip(*gray)])  # (N, H, W, 2)

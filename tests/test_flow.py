@@ -1,5 +1,6 @@
 """Flow for the i3d_flow stream: clipping and scaling, one field per frame with the last pair
-reaching into the next snippet, RAFT weights and padding, TV-L1's optional dependency."""
+reaching into the next snippet, RAFT weights and padding, TV-L1's optional dependency and, where
+OpenCV's contrib modules are installed, TV-L1 itself on a known translation."""
 import argparse
 import sys
 import types
@@ -7,6 +8,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights, raft_small
 
 from clipae.extractors import flow as fl
@@ -93,6 +95,16 @@ def test_tvl1_without_opencv_says_how_to_install_it(monkeypatch):
     with pytest.raises(OptionsError, match="no contrib 'optflow'"):
         fl.build_flow(fl.FlowOptions(flow="tvl1"), torch.device("cpu"))
 
+    class BrokenOpenCV:  # how OpenCV 4.9 and older, built for numpy 1, fail to import under numpy 2
+        def find_spec(self, name, path=None, target=None):
+            if name == "cv2":
+                raise ImportError("numpy.core.multiarray failed to import\nmore lines")
+
+    monkeypatch.delitem(sys.modules, "cv2")
+    monkeypatch.setattr(sys, "meta_path", [BrokenOpenCV(), *sys.meta_path])
+    with pytest.raises(OptionsError, match=r"^[^\n]*multiarray failed to import\): pip install 'clipae\[tvl1\]'"):
+        fl.build_flow(fl.FlowOptions(flow="tvl1"), torch.device("cpu"))
+
 
 def test_tvl1_feeds_grayscale_frames_and_returns_x_then_y(monkeypatch):
     class DualTVL1:
@@ -108,6 +120,38 @@ def test_tvl1_feeds_grayscale_frames_and_returns_x_then_y(monkeypatch):
     a[..., 1] = 9
     out = est(a, a + 1)
     assert out.shape == (2, 2, 4, 5) and out[:, 0].unique().tolist() == [9] and out[:, 1].unique().tolist() == [-10]
+
+
+def translated_frames(shifts: list[tuple[int, int]], size: int = 64, margin: int = 16) -> np.ndarray:
+    """``(len(shifts), size, size, 3)`` uint8 views of one smooth random RGB texture; in view ``k``
+    the texture sits ``shifts[k] = (dx, dy)`` pixels right and down of where it is in a view with
+    shift (0, 0)."""
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(rng.random((3, size + 2 * margin, size + 2 * margin), dtype=np.float32))
+    blur = torch.exp(-torch.arange(-6, 7.0) ** 2 / (2 * 2.0 ** 2))  # Gaussian, sigma 2 px
+    kernel = (blur[:, None] * blur[None, :] / blur.sum() ** 2).expand(3, 1, 13, 13)
+    texture = F.conv2d(noise[None], kernel, padding=6, groups=3)[0]
+    lo, hi = texture.amin(dim=(1, 2), keepdim=True), texture.amax(dim=(1, 2), keepdim=True)
+    texture = ((texture - lo) / (hi - lo) * 255).round().byte().permute(1, 2, 0).numpy()
+    return np.stack([texture[margin - dy:margin - dy + size, margin - dx:margin - dx + size] for dx, dy in shifts])
+
+
+def test_tvl1_with_opencv_finds_a_known_translation():
+    pytest.importorskip("cv2.optflow", reason="OpenCV's contrib modules (clipae[tvl1]) are not installed")
+    cpu = torch.device("cpu")
+    est = fl.build_flow(fl.FlowOptions(flow="tvl1"), cpu)
+    frames = torch.from_numpy(translated_frames([(0, 0), (3, -2)]))  # 3 px right, 2 px up
+    out = est(frames[[0, 1]], frames[[1, 0]])  # the pair both ways
+    assert out.shape == (2, 2, 64, 64) and out.dtype == torch.float32
+    interior = out[..., 8:-8, 8:-8].mean(dim=(2, 3))  # (pair, xy)
+    torch.testing.assert_close(interior, torch.tensor([[3.0, -2.0], [-3.0, 2.0]]), rtol=0, atol=0.1)
+
+    # through the snippet code: one snippet of 2 frames and the frame that follows it
+    moving = translated_frames([(0, 0), (3, -2), (6, -4)])
+    fields = fl.snippet_flow(est, moving[None, :2], moving[None, 2], np.array([True]), 32, cpu)
+    assert fields.shape == (1, 2, 2, 32, 32)  # (B, xy, L, crop, crop)
+    torch.testing.assert_close(fields.mean(dim=(3, 4)), torch.tensor([[[3.0, 3.0], [-2.0, -2.0]]]),
+                               rtol=0, atol=0.1)
 
 
 def test_i3d_flow_stream_options_and_batch_independence():
