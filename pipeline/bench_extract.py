@@ -3,7 +3,9 @@
 Prints, for this machine:
 
 1. matmul FLOP/s of the device (float32, 2048 x 2048), the yardstick for the streams;
-2. decoding alone: grid frames per second and times real time, per video and in total;
+2. decoding alone: grid frames per second and times real time, per video and in total; then
+   the snippet batches the streams would get (frames and audio), of all videos, cut in a thread
+   and in 1 to ``--decode-workers`` worker processes;
 3. per stream: snippets per second on real batches of the first video, FLOPs per snippet
    (``torch.utils.flop_counter.FlopCounterMode`` on one batch) and the achieved FLOP/s as a
    fraction of the matmul FLOP/s;
@@ -23,15 +25,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clipae.extractors.bench import matmul_flops, sync
-from clipae.pipeline.decode import VideoDecoder, backends_named
+from clipae.pipeline.decode import InputError, VideoDecoder, backends_named
 from clipae.pipeline.distributed import Ranks
-from clipae.pipeline.extract import ExtractionError, build_extractors, open_source
+from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.extract import ExtractionError, build_extractors, open_source, video_job
+from clipae.pipeline.snippets import SnippetSource
 from clipae.pipeline.extract_cli import config_from_args, parser_for
 from clipae.pipeline.weights import WeightsError
 
@@ -54,8 +59,44 @@ def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> N
     print(f"  total: {total_frames / total_s:.0f} grid frames/s, {total_video / total_s:.1f}x real time")
 
 
-def bench_streams(config, device: torch.device, yardstick: float, batches: int) -> None:
-    extractors = build_extractors(config.streams, config.options)
+def bench_batches(config, extractors) -> None:
+    """Snippet batches of every video, without the networks: a thread, then 1..N decoding processes."""
+    jobs = [video_job(p, extractors, config.grid, frame_settings=config.frame_settings,
+                      audio_settings=config.audio_settings, decoders=config.decoders) for p in config.videos]
+    video_s = 0.0
+
+    def drain(sources) -> float:
+        nonlocal video_s
+        start, video_s = time.perf_counter(), 0.0
+        for source in sources:
+            try:
+                video_s += source.facts().duration_s
+                for _ in source:
+                    pass
+            except InputError:
+                pass
+            finally:
+                source.close()
+        return time.perf_counter() - start
+
+    def in_pool(pool: DecodePool):
+        ahead = deque()
+        for job in jobs:
+            if len(ahead) == pool.size:
+                yield ahead.popleft()
+            ahead.append(pool.open(job))
+        yield from ahead
+
+    took = drain(SnippetSource(job) for job in jobs)
+    print(f"  snippet batches, thread: {took:.2f} s = {video_s / took:.1f}x real time")
+    for workers in range(1, config.decode_workers + 1):
+        with DecodePool(workers) as pool:
+            took = drain(in_pool(pool))
+        print(f"  snippet batches, {workers} decoding process{'es' if workers > 1 else ''}: {took:.2f} s = "
+              f"{video_s / took:.1f}x real time")
+
+
+def bench_streams(config, extractors: dict, device: torch.device, yardstick: float, batches: int) -> None:
     source = open_source(config.videos[0], extractors.values(), config.grid, decoders=config.decoders)
     try:
         data = [batch for _, batch in zip(range(batches + 1), source)]
@@ -148,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"matmul 2048x2048 float32: {yardstick / 1e9:.1f} GFLOP/s")
             print(f"decoding ({config.grid.fps:g} fps grid, short side {config.frame_settings.short_side}):")
             bench_decode(config.videos, config.grid.fps, config.decoders)
+            extractors = build_extractors(config.streams, config.options)
+            bench_batches(config, extractors.values())
             print(f"streams (batch size {args.batch_size}, first video):")
-            bench_streams(config, device, yardstick, args.bench_batches)
+            bench_streams(config, extractors, device, yardstick, args.bench_batches)
         except (ExtractionError, WeightsError) as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2
