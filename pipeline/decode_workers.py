@@ -35,7 +35,6 @@ import queue
 import signal
 import weakref
 from dataclasses import dataclass, fields
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -43,7 +42,7 @@ import torch.multiprocessing as tmp
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.decode import InputError, one_line
-from clipae.pipeline.snippets import End, Failure, VideoFacts, VideoJob, produce
+from clipae.pipeline.snippets import BatchSource, End, Failure, VideoJob, produce
 
 #: seconds between checks that the other side is still alive
 POLL_S = 0.5
@@ -212,17 +211,15 @@ class _Worker:
             q.close()
 
 
-class WorkerSource:
-    """One video decoded by a worker process; the interface of :class:`SnippetSource`."""
+class WorkerSource(BatchSource):
+    """One video decoded by a worker process (see :class:`BatchSource`)."""
 
     def __init__(self, pool: "DecodePool", worker: _Worker, number: int, job: VideoJob) -> None:
         self.job = job
         self.path = job.path
-        self.backend: str | None = None
         self._pool = pool
         self._worker: _Worker | None = worker
         self._number = number
-        self._facts: VideoFacts | None = None
         worker.jobs.put((number, job))
 
     @property
@@ -230,22 +227,16 @@ class WorkerSource:
         """The process decoding this video (``None`` once it is done)."""
         return self._worker.process.pid if self._worker is not None else None
 
-    def facts(self) -> VideoFacts:
-        """Blocks until the video is opened; raises the video's :class:`InputError` if it cannot be."""
-        if self._facts is None:
-            self._facts = self._get()
-        return self._facts
-
-    def __iter__(self) -> Iterator[SnippetBatch]:
-        self.facts()
-        while self._worker is not None:
-            worker = self._worker
-            item = self._get()
-            if isinstance(item, End):
-                self.backend = item.backend
-                self._release()
-                return
-            yield worker.batch(item)
+    def _next(self) -> SnippetBatch | None:
+        worker = self._worker
+        if worker is None:
+            return None
+        item = self._get()
+        if isinstance(item, End):
+            self.backend = item.backend
+            self._release()
+            return None
+        return worker.batch(item)
 
     def _get(self):
         worker = self._worker

@@ -127,26 +127,16 @@ def _batches(job: VideoJob, decoder: VideoDecoder, timing: VideoTiming, audio: A
         yield batch
 
 
-class SnippetSource:
-    """Batches of one video (a :class:`VideoJob`), decoded in a background thread.
+class BatchSource:
+    """One video's batches, however they are decoded: :meth:`facts` (known before the first
+    batch), iteration over :class:`SnippetBatch` es in order, and :meth:`close`.
 
-    Iterating yields :class:`SnippetBatch` es in order; :meth:`facts` is known before the first.
-    after: start only once this source has finished decoding (prefetch in order)
+    Subclasses implement ``_get()`` (the next item, raising the video's error) and
+    ``_next()`` (the next batch, ``None`` once the video has ended).
     """
 
-    def __init__(self, job: VideoJob, *, queue_size: int = 2, after: "SnippetSource | None" = None) -> None:
-        self.job = job
-        self.path = job.path
-        self.backend: str | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
-        self._facts: VideoFacts | None = None
-        self._done = False
-        self._after = after
-        self._thread = threading.Thread(target=self._run, name=f"decode:{self.path}", daemon=True)
-        self._thread.start()
-
-    # ------------------------------------------------------------------ consumer side
+    _facts: VideoFacts | None = None
+    backend: str | None = None  # the decoder that read the video, once it has ended
 
     def facts(self) -> VideoFacts:
         """Blocks until the video is opened; raises the video's :class:`InputError` if it cannot be."""
@@ -156,12 +146,45 @@ class SnippetSource:
 
     def __iter__(self) -> Iterator[SnippetBatch]:
         self.facts()
-        while not self._done:
-            item = self._get()
-            if isinstance(item, End):
-                self.backend, self._done = item.backend, True
-                return
-            yield item
+        while (batch := self._next()) is not None:
+            yield batch
+
+    def _get(self):
+        raise NotImplementedError
+
+    def _next(self) -> SnippetBatch | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SnippetSource(BatchSource):
+    """Batches of one video (a :class:`VideoJob`), decoded in a background thread.
+
+    after: start only once this source has finished decoding (prefetch in order)
+    """
+
+    def __init__(self, job: VideoJob, *, queue_size: int = 2, after: "SnippetSource | None" = None) -> None:
+        self.job = job
+        self.path = job.path
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._done = False
+        self._after = after
+        self._thread = threading.Thread(target=self._run, name=f"decode:{self.path}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ consumer side
+
+    def _next(self) -> SnippetBatch | None:
+        if self._done:
+            return None
+        item = self._get()
+        if isinstance(item, End):
+            self.backend, self._done = item.backend, True
+            return None
+        return item
 
     def _get(self):
         item = self._queue.get()
