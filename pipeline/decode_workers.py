@@ -54,6 +54,17 @@ SLOT_PATIENCE_S = 2.0
 ALIGN = 64
 
 
+def auto_decode_workers(device: torch.device) -> int:
+    """``--decode-workers auto``: 0 (a thread) when the networks run on the CPU, which needs its
+    cores for them (decoding processes were slower there, see the README); otherwise half the
+    cores this process may use, shared by the ranks on this node (``LOCAL_WORLD_SIZE``), 1 to 8."""
+    if torch.device(device).type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, min(8, cores // (2 * ranks_here)))
+
+
 class Closed:
     """Sent after every job, whatever happened to it: the worker is ready for the next."""
 

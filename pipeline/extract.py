@@ -32,7 +32,7 @@ from clipae.pipeline.audio import AudioSettings
 from clipae.pipeline.decode import DEFAULT_DECODERS, FrameSettings, InputError, one_line
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
 from clipae.pipeline.packing import VideoDecoded, VideoFailed, VideoOpened, pack
 from clipae.pipeline.snippets import SnippetSource, VideoFacts, VideoJob
 from clipae.pipeline.weights import WeightsError
@@ -318,7 +318,7 @@ class RunConfig:
     frame_settings: FrameSettings = field(default_factory=FrameSettings)
     audio_settings: AudioSettings = field(default_factory=AudioSettings)
     decoders: tuple[str, ...] = DEFAULT_DECODERS  # video decoders, tried in this order
-    decode_workers: int = 0  # processes decoding videos in parallel; 0: one thread of this process
+    decode_workers: int | None = 0  # processes decoding videos side by side; 0: a thread; None: auto
     cross_video_batches: bool = True  # short videos share network batches
 
 
@@ -426,26 +426,28 @@ class Runner:
         videos = [(video_id_of(p), Path(p)) for p in cfg.videos]
         _check_unique(videos)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.extractors = build_extractors(cfg.streams, cfg.options)
-        if ranks.rank == 0:
-            mf.merge_shards(self.out)      # lines of an interrupted torchrun
-            _remove_partial_files(self.out)
-        ranks.barrier()
-        _, last_ok = mf.last_records(self.out / mf.MANIFEST_NAME)
-        wanted = {n: stream_settings(ex, cfg.frame_settings, cfg.audio_settings) for n, ex in self.extractors.items()}
-        plans = [plan_video(vid, path, last_ok.get(vid), wanted, cfg.grid, self.out, cfg.overwrite) for vid, path in videos]
-        todo = [p for p in plans if p.streams]
-        mine = todo[ranks.rank::ranks.world_size]
-        summary = Summary(skipped=len(plans) - len(todo) if ranks.rank == 0 else 0)
-        ranks.barrier()  # every rank planned from the same manifest before anyone writes
-        show = cfg.progress and ranks.rank == 0
-        plans = {plan.video_id: plan for plan in mine}
-        with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar, self._decoding() as decoding:
-            results = extract_videos(self._sources(mine, decoding), batch_size_of(self.extractors.values()), show,
-                                     across_videos=cfg.cross_video_batches)
-            for result in results:
-                self._one(plans[result.key], result, summary)
-                bar.update(1)
+        with self._decoding() as decoding:  # worker processes fork before any network reaches the GPU
+            self.extractors = build_extractors(cfg.streams, cfg.options)
+            if ranks.rank == 0:
+                mf.merge_shards(self.out)      # lines of an interrupted torchrun
+                _remove_partial_files(self.out)
+            ranks.barrier()
+            _, last_ok = mf.last_records(self.out / mf.MANIFEST_NAME)
+            wanted = {n: stream_settings(ex, cfg.frame_settings, cfg.audio_settings) for n, ex in self.extractors.items()}
+            plans = [plan_video(vid, path, last_ok.get(vid), wanted, cfg.grid, self.out, cfg.overwrite)
+                     for vid, path in videos]
+            todo = [p for p in plans if p.streams]
+            mine = todo[ranks.rank::ranks.world_size]
+            summary = Summary(skipped=len(plans) - len(todo) if ranks.rank == 0 else 0)
+            ranks.barrier()  # every rank planned from the same manifest before anyone writes
+            show = cfg.progress and ranks.rank == 0
+            by_id = {plan.video_id: plan for plan in mine}
+            with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar:
+                results = extract_videos(self._sources(mine, decoding), batch_size_of(self.extractors.values()), show,
+                                         across_videos=cfg.cross_video_batches)
+                for result in results:
+                    self._one(by_id[result.key], result, summary)
+                    bar.update(1)
         summary.wall_s = time.monotonic() - started
         ranks.barrier()
         if ranks.distributed and ranks.rank == 0:
@@ -455,6 +457,8 @@ class Runner:
 
     def _decoding(self) -> "ThreadDecoding | DecodePool":
         workers = self.config.decode_workers
+        if workers is None:  # auto
+            workers = auto_decode_workers(next(iter(self.config.options.values()), ExtractorOptions()).device)
         return DecodePool(workers) if workers > 0 else ThreadDecoding()
 
     def _sources(self, plans: list[VideoPlan], decoding: "ThreadDecoding | DecodePool"

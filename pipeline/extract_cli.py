@@ -54,9 +54,10 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
     parser.add_argument("--decoders", default=",".join(DEFAULT_DECODERS),
                         help="video decoders tried in order, each taking over where the previous one cannot open "
                              f"or read a file (default: %(default)s; known: {', '.join(BACKENDS)})")
-    parser.add_argument("--decode-workers", type=int, default=0, metavar="N",
+    parser.add_argument("--decode-workers", default="auto", metavar="N",
                         help="decode N videos at once in worker processes beside the networks; 0 decodes in a "
-                             "thread of this process (default: %(default)s; see the README for when N > 0 pays)")
+                             "thread of this process; auto: 0 on the CPU, else half the cores (at most 8, "
+                             "shared by the ranks of a node) (default: %(default)s)")
     parser.add_argument("--per-video-batches", action="store_true",
                         help="never let two videos share a network batch (slower on short videos; a video's rows "
                              "then do not depend on the videos next to it)")
@@ -95,6 +96,13 @@ def parse_weights(pairs: list[str], known: set[str]) -> dict[str, str]:
     return weights
 
 
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return -1
+
+
 def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]], ranks: Ranks) -> RunConfig:
     streams = [s.strip() for s in args.streams.split(",") if s.strip()]
     if not streams:
@@ -106,8 +114,9 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         raise ExtractionError(f"--streams names a stream twice: {args.streams}")
     if args.batch_size < 1:
         raise ExtractionError("--batch-size must be at least 1")
-    if args.decode_workers < 0:
-        raise ExtractionError("--decode-workers must be 0 or more")
+    decode_workers = None if args.decode_workers == "auto" else _count(args.decode_workers)
+    if decode_workers is not None and decode_workers < 0:
+        raise ExtractionError(f"--decode-workers {args.decode_workers}: expected a number of processes (0 or more) or auto")
     try:
         grid = SnippetGrid(args.fps, args.snippet_length, args.snippet_stride)
     except ValueError as e:
@@ -134,7 +143,7 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
     return RunConfig(videos=find_videos(args.videos), out=Path(args.out), streams=streams, grid=grid,
                      options=options, overwrite=args.overwrite,
                      progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings(),
-                     decoders=decoders, decode_workers=args.decode_workers,
+                     decoders=decoders, decode_workers=decode_workers,
                      cross_video_batches=not args.per_video_batches)
 
 

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.decode import InputError
 from clipae.pipeline import decode_workers
-from clipae.pipeline.decode_workers import DecodePool
-from clipae.pipeline.extract_cli import main
+from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
+from clipae.pipeline.distributed import Ranks
+from clipae.pipeline.extract_cli import build_parser, config_from_args, main
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.snippets import SnippetSource, VideoJob
 
@@ -69,9 +71,24 @@ def test_clipae_extract_with_worker_processes_writes_what_a_thread_writes(folder
                                               np.load(tmp_path / "thread" / rec["streams"][name]["path"]))
 
 
-def test_bad_worker_count_is_one_line(folder, tmp_path, capsys):
-    assert main([str(folder), str(tmp_path), *TOYS, "--decode-workers", "-1"]) == 2
-    assert capsys.readouterr().err.strip() == "clipae-extract: error: --decode-workers must be 0 or more"
+@pytest.mark.parametrize("value", ["-1", "two"])
+def test_bad_worker_count_is_one_line(folder, tmp_path, capsys, value):
+    assert main([str(folder), str(tmp_path), *TOYS, "--decode-workers", value]) == 2
+    assert capsys.readouterr().err.strip() == (f"clipae-extract: error: --decode-workers {value}: expected a number "
+                                               "of processes (0 or more) or auto")
+
+
+def test_auto_worker_count(folder, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert auto_decode_workers(torch.device("cpu")) == 0        # the networks need the cores
+    assert auto_decode_workers(torch.device("cuda")) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")                  # torchrun --nproc_per_node=4
+    assert auto_decode_workers(torch.device("cuda:3")) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert auto_decode_workers(torch.device("cuda")) == 1
+    config = config_from_args(build_parser()[0].parse_args([str(folder), "out"]), build_parser()[1], Ranks())
+    assert config.decode_workers is None   # auto, resolved by the runner for the streams' device
 
 
 def test_a_video_abandoned_midway_leaves_the_worker_clean(folder):
