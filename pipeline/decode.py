@@ -388,7 +388,7 @@ class VideoDecoder:
     def _resized(self, frames: list[np.ndarray], repeats: list[int]) -> np.ndarray:
         """Resize source frames together (much faster than one by one) and repeat each as the grid needs."""
         small = resize_short_side(np.stack(frames), self.settings.short_side)
-        return np.repeat(small, repeats, axis=0)
+        return small if all(r == 1 for r in repeats) else np.repeat(small, repeats, axis=0)
 
     def close(self) -> None:
         if self._video is not None:

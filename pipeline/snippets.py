@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.audio import AudioReader, AudioSettings
@@ -118,8 +120,8 @@ def _batches(job: VideoJob, decoder: VideoDecoder, timing: VideoTiming, audio: A
         batch = SnippetBatch(index=index)
         if frames is not None:
             starts = index * g.stride
-            batch.frames = np.stack([frames.take(range(s, s + g.length)) for s in starts])
-            batch.next_frames = np.stack([frames.take([s + g.length])[0] for s in starts])
+            batch.frames = frames.windows(starts, g.length)
+            batch.next_frames = frames.windows(starts + g.length, 1)[:, 0]
             batch.has_next = starts + g.length < timing.num_grid_frames
             frames.release(int(starts[-1]) + g.stride if len(starts) else 0)
         if audio is not None and audio.has_audio:
@@ -221,6 +223,44 @@ class SnippetSource(BatchSource):
         produce(self.job, self._put, self._stop.is_set)
 
 
+class Recycler:
+    """``empty(shape, dtype)`` arrays whose memory is reused once every view of it is gone.
+
+    A batch of 16 THUMOS snippets is ~90 MB; fresh memory for each costs page faults that took
+    about as long as decoding itself (``python -m cProfile`` on :func:`produce`). Buffers come
+    back through ``weakref.finalize`` on the tensor each array hangs from, so a batch the
+    consumer still holds is never reused; at most ``keep`` idle buffers are kept.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self._free: deque[torch.UntypedStorage] = deque()
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        with self._lock:
+            storage = next((s for s in self._free if s.nbytes() >= nbytes), None)
+            if storage is not None:
+                self._free.remove(storage)
+        if storage is None:
+            storage = torch.UntypedStorage(nbytes)
+        raw = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),)).numpy()
+        weakref.finalize(raw.base, self._give_back, storage)
+        return raw[:nbytes].view(dtype).reshape(shape)
+
+    def _give_back(self, storage: torch.UntypedStorage) -> None:
+        with self._lock:
+            self._free.append(storage)
+            while len(self._free) > self._keep:
+                self._free.popleft()
+
+
+#: where the frames of snippet batches are cut (one per process)
+FRAME_BUFFERS = Recycler()
+
+
 class GridFrames:
     """Random access to a window of grid frames streamed from a decoder, padded past the end."""
 
@@ -240,6 +280,17 @@ class GridFrames:
                     raise RuntimeError(f"the decoder yielded {self._start + len(self._frames)} of {self._total} grid frames")
                 self._frames.extend(chunk)
             out.append(self._frames[k - self._start])
+        return out
+
+    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """``(len(starts), length, H, W, 3)``: grid frames ``[s, s + length)`` for each ``s``,
+        copied once into a new array (the final frame repeats past the end)."""
+        out = None
+        for b, start in enumerate(starts):
+            for i, frame in enumerate(self.take(range(start, start + length))):
+                if out is None:
+                    out = FRAME_BUFFERS.empty((len(starts), length, *frame.shape), frame.dtype)
+                out[b, i] = frame
         return out
 
     def release(self, before: int) -> None:
