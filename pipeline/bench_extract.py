@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from clipae.extractors.bench import matmul_flops, sync
 from clipae.pipeline.decode import InputError, VideoDecoder, backends_named
 from clipae.pipeline.distributed import Ranks
-from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
 from clipae.pipeline.extract import ExtractionError, build_extractors, open_source, video_job
 from clipae.pipeline.snippets import SnippetSource
 from clipae.pipeline.extract_cli import config_from_args, parser_for
@@ -59,7 +59,7 @@ def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> N
     print(f"  total: {total_frames / total_s:.0f} grid frames/s, {total_video / total_s:.1f}x real time")
 
 
-def bench_batches(config, extractors) -> None:
+def bench_batches(config, extractors: list) -> None:
     """Snippet batches of every video, without the networks: a thread, then 1..N decoding processes."""
     jobs = [video_job(p, extractors, config.grid, frame_settings=config.frame_settings,
                       audio_settings=config.audio_settings, decoders=config.decoders) for p in config.videos]
@@ -89,7 +89,9 @@ def bench_batches(config, extractors) -> None:
 
     took = drain(SnippetSource(job) for job in jobs)
     print(f"  snippet batches, thread: {took:.2f} s = {video_s / took:.1f}x real time")
-    for workers in range(1, config.decode_workers + 1):
+    most = config.decode_workers if config.decode_workers is not None else auto_decode_workers(
+        next(iter(extractors)).options.device)
+    for workers in range(1, most + 1):
         with DecodePool(workers) as pool:
             took = drain(in_pool(pool))
         print(f"  snippet batches, {workers} decoding process{'es' if workers > 1 else ''}: {took:.2f} s = "
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"decoding ({config.grid.fps:g} fps grid, short side {config.frame_settings.short_side}):")
             bench_decode(config.videos, config.grid.fps, config.decoders)
             extractors = build_extractors(config.streams, config.options)
-            bench_batches(config, extractors.values())
+            bench_batches(config, list(extractors.values()))
             print(f"streams (batch size {args.batch_size}, first video):")
             bench_streams(config, extractors, device, yardstick, args.bench_batches)
         except (ExtractionError, WeightsError) as e:
