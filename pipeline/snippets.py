@@ -232,7 +232,7 @@ class Recycler:
     consumer still holds is never reused; at most ``keep`` idle buffers are kept.
     """
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 1) -> None:
         self._free: deque[torch.UntypedStorage] = deque()
         self._keep = keep
         self._lock = threading.Lock()

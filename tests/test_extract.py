@@ -16,7 +16,7 @@ from clipae.pipeline.extract import RunConfig, extract_video
 from clipae.pipeline.extract_cli import main
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.decode_workers import DecodePool
-from clipae.pipeline.snippets import SnippetSource, VideoJob
+from clipae.pipeline.snippets import Recycler, SnippetSource, VideoJob
 
 DATA = Path(__file__).parent / "data" / "videos"
 TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--quiet"]
@@ -307,3 +307,18 @@ def test_manifest_lines_are_json_with_relative_paths(first_run):
         rec = json.loads(line)
         for entry in rec.get("streams", {}).values():
             assert not Path(entry["path"]).is_absolute()
+
+
+def test_recycled_frame_buffers_are_reused_only_once_released():
+    pool = Recycler(keep=1)
+    a = pool.empty((2, 3, 4), np.uint8)
+    view = a[1:]                      # a view keeps the buffer taken, like a batch's rows
+    address = a.__array_interface__["data"][0]
+    del a
+    b = pool.empty((2, 3, 4), np.uint8)
+    assert b.__array_interface__["data"][0] != address
+    del view
+    c = pool.empty((4, 3), np.uint16)  # same size, other shape and dtype
+    assert c.__array_interface__["data"][0] == address and c.shape == (4, 3) and c.dtype == np.uint16
+    del b, c
+    assert len(pool._free) == 1        # keep=1: the second idle buffer goes back to the system
