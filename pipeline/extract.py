@@ -204,6 +204,15 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
         streams.pop(key, None)
         return VideoResult(key, video.facts, error=error, trace=trace)
 
+    def finished(key: Hashable) -> VideoResult:
+        video = live[key]
+        if video.rows != video.facts.num_snippets:
+            return failed(key, RuntimeError(f"{video.rows} rows for {video.facts.num_snippets} snippets"))
+        video = live.pop(key)
+        video.bar.close()
+        streams.pop(key, None)
+        return VideoResult(key, video.facts, {name: np.concatenate(rows) for name, rows in video.parts.items()})
+
     def run(batch: SnippetBatch, extractors: Mapping[str, Extractor]) -> dict[str, np.ndarray]:
         return {name: _stream_rows(name, ex, batch) for name, ex in extractors.items()}
 
@@ -239,8 +248,11 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
                 try:
                     out = run(event.batch, extractors)
                     pieces = {key: {n: a[first:first + rows] for n, a in out.items()} for key, first, rows in spans}
-                except Exception:  # try each video alone, to fail only those the error belongs to
-                    pieces = {}
+                except Exception as e:
+                    if len(spans) == 1:
+                        yield failed(spans[0][0], e, traceback.format_exc())
+                        continue
+                    pieces = {}  # try each video alone, to fail only those the error belongs to
                     for key, first, rows in spans:
                         try:
                             pieces[key] = run(event.batch.rows(first, first + rows), extractors)
@@ -254,12 +266,9 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
                         video.rows += rows
                         video.bar.update(rows)
             for key in [k for k, v in live.items() if v.decoded and v.rows >= v.facts.num_snippets]:
-                video = live.pop(key)
-                video.bar.close()
-                streams.pop(key, None)
-                features = {name: np.concatenate(rows) if rows else np.zeros((0, video.extractors[name].dim), np.float32)
-                            for name, rows in video.parts.items()}
-                yield VideoResult(key, video.facts, features)
+                yield finished(key)
+    for key in list(live):  # every batch was run, yet fewer rows than the video's snippets
+        yield finished(key)
 
 
 def video_record(path: str | os.PathLike, facts: VideoFacts, extractors: Mapping[str, Extractor], grid: SnippetGrid,

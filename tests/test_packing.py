@@ -154,3 +154,26 @@ def test_per_video_batches_keep_videos_apart(shorts, tmp_path, monkeypatch, caps
     assert main([str(shorts), str(tmp_path), "--stream-module", "toy_streams", "--streams", "toy_colour",
                  "--batch-size", "4", "--per-video-batches", "--quiet"]) == 0
     assert colour.sizes == [1, 2, 4, 1]
+
+
+class ShortSource(FakeSource):
+    """Says it has ``n`` snippets but its batches stop one short, or run one over."""
+
+    def __init__(self, key, n, extra):
+        super().__init__(key, n)
+        self.extra = extra
+
+    def __iter__(self):
+        real, self.n = self.n, self.n + self.extra
+        yield from super().__iter__()
+        self.n = real
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+def test_a_video_with_the_wrong_number_of_rows_fails_instead_of_vanishing(extra):
+    stream = {"value": ValueStream(ExtractorOptions())}
+    sources = [FakeSource(3, 2), ShortSource(4, 4, extra), FakeSource(5, 1)]
+    results = {r.key: r for r in extract_videos([(s.key, stream, s) for s in sources], batch_size=4)}
+    assert set(results) == {3, 4, 5}
+    assert str(results[4].error) == f"{4 + extra} rows for 4 snippets"
+    np.testing.assert_array_equal(results[5].features["value"][:, 0], [50])
