@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
 import torch
@@ -34,9 +33,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from clipae.extractors.bench import matmul_flops, sync
 from clipae.pipeline.decode import InputError, VideoDecoder, backends_named
 from clipae.pipeline.distributed import Ranks
-from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
-from clipae.pipeline.extract import ExtractionError, build_extractors, open_source, video_job
-from clipae.pipeline.snippets import SnippetSource
+from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.extract import (ExtractionError, ThreadDecoding, build_extractors, decode_workers_for, open_source,
+                                     sources_ahead, video_job)
 from clipae.pipeline.extract_cli import config_from_args, parser_for
 from clipae.pipeline.weights import WeightsError
 
@@ -61,39 +60,28 @@ def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> N
 
 def bench_batches(config, extractors: list) -> None:
     """Snippet batches of every video, without the networks: a thread, then 1..N decoding processes."""
-    jobs = [video_job(p, extractors, config.grid, frame_settings=config.frame_settings,
-                      audio_settings=config.audio_settings, decoders=config.decoders) for p in config.videos]
-    video_s = 0.0
+    jobs = [(None, video_job(p, extractors, config.grid, frame_settings=config.frame_settings,
+                             audio_settings=config.audio_settings, decoders=config.decoders)) for p in config.videos]
 
-    def drain(sources) -> float:
-        nonlocal video_s
+    def drain(decoding) -> tuple[float, float]:
+        """(seconds, seconds of video) to read every batch of every video."""
         start, video_s = time.perf_counter(), 0.0
-        for source in sources:
-            try:
-                video_s += source.facts().duration_s
-                for _ in source:
+        with decoding:
+            for _, source in sources_ahead(jobs, decoding):
+                try:
+                    video_s += source.facts().duration_s
+                    for _ in source:
+                        pass
+                except InputError:
                     pass
-            except InputError:
-                pass
-            finally:
-                source.close()
-        return time.perf_counter() - start
+                finally:
+                    source.close()
+        return time.perf_counter() - start, video_s
 
-    def in_pool(pool: DecodePool):
-        ahead = deque()
-        for job in jobs:
-            if len(ahead) == pool.size:
-                yield ahead.popleft()
-            ahead.append(pool.open(job))
-        yield from ahead
-
-    took = drain(SnippetSource(job) for job in jobs)
+    took, video_s = drain(ThreadDecoding())
     print(f"  snippet batches, thread: {took:.2f} s = {video_s / took:.1f}x real time")
-    most = config.decode_workers if config.decode_workers is not None else auto_decode_workers(
-        next(iter(extractors)).options.device)
-    for workers in range(1, most + 1):
-        with DecodePool(workers) as pool:
-            took = drain(in_pool(pool))
+    for workers in range(1, decode_workers_for(config.decode_workers, extractors[0].options.device) + 1):
+        took, video_s = drain(DecodePool(workers))
         print(f"  snippet batches, {workers} decoding process{'es' if workers > 1 else ''}: {took:.2f} s = "
               f"{video_s / took:.1f}x real time")
 

@@ -42,7 +42,7 @@ import torch.multiprocessing as tmp
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.decode import InputError, one_line
-from clipae.pipeline.snippets import BatchSource, End, Failure, VideoJob, produce
+from clipae.pipeline.snippets import BatchSource, End, Failure, VideoJob, produce, storage_bytes
 
 #: seconds between checks that the other side is still alive
 POLL_S = 0.5
@@ -77,11 +77,6 @@ class SlotBatch:
     slot: int
     layout: list[tuple[str, str, tuple[int, ...], int]]
     storage: torch.UntypedStorage | None = None
-
-
-def _bytes_view(storage: torch.UntypedStorage) -> np.ndarray:
-    """The whole storage as a uint8 array; ``.base`` is the tensor that every view of it keeps alive."""
-    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),)).numpy()
 
 
 def _layout(batch: SnippetBatch) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
@@ -132,7 +127,7 @@ def _serve(jobs, results, free, abort, parent: int) -> None:
         new = None
         if slot not in storages or storages[slot].nbytes() < nbytes:
             new = storages[slot] = torch.UntypedStorage(nbytes).share_memory_()
-        buffer = _bytes_view(storages[slot])
+        buffer = storage_bytes(storages[slot])
         for name, dtype, shape, offset in layout:
             value = getattr(batch, name)
             np.copyto(buffer[offset:offset + value.nbytes].view(dtype).reshape(shape), value)
@@ -190,7 +185,7 @@ class _Worker:
         """The batch in slot ``item.slot``, as numpy views; the slot is freed once they are all gone."""
         if item.storage is not None:
             self.storages[item.slot] = item.storage
-        buffer = _bytes_view(self.storages[item.slot])
+        buffer = storage_bytes(self.storages[item.slot])
         weakref.finalize(buffer.base, _free_slot, self.free, item.slot)
         arrays = {name: buffer[offset:offset + int(np.prod(shape)) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
                   for name, dtype, shape, offset in item.layout}

@@ -35,7 +35,7 @@ from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
 from clipae.pipeline.packing import VideoDecoded, VideoFailed, VideoOpened, pack
-from clipae.pipeline.snippets import SnippetSource, VideoFacts, VideoJob
+from clipae.pipeline.snippets import BatchSource, SnippetSource, VideoFacts, VideoJob
 from clipae.pipeline.weights import WeightsError
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
@@ -466,7 +466,8 @@ class Runner:
         videos = [(video_id_of(p), Path(p)) for p in cfg.videos]
         _check_unique(videos)
         self.out.mkdir(parents=True, exist_ok=True)
-        with self._decoding() as decoding:  # worker processes fork before any network reaches the GPU
+        device = next(iter(cfg.options.values()), ExtractorOptions()).device
+        with open_decoding(decode_workers_for(cfg.decode_workers, device)) as decoding:  # workers fork before any network is built
             self.extractors = build_extractors(cfg.streams, cfg.options)
             if ranks.rank == 0:
                 mf.merge_shards(self.out)      # lines of an interrupted torchrun
@@ -495,40 +496,16 @@ class Runner:
         total = Summary.combine(ranks.gather(summary))
         return total
 
-    def _decoding(self) -> "ThreadDecoding | DecodePool":
-        workers = self.config.decode_workers
-        if workers is None:  # auto
-            workers = auto_decode_workers(next(iter(self.config.options.values()), ExtractorOptions()).device)
-        return DecodePool(workers) if workers > 0 else ThreadDecoding()
-
     def _sources(self, plans: list[VideoPlan], decoding: "ThreadDecoding | DecodePool"
-                 ) -> Iterator[tuple[str, dict[str, Extractor], SnippetSource]]:
-        """``(video_id, extractors, source)`` of each plan in order, ``decoding.size`` videos decoding ahead.
-
-        A source is opened once an earlier one was read and closed (so one of the pool's
-        workers is free); the ones still open when the run stops are closed here.
-        """
+                 ) -> Iterator[tuple[str, dict[str, Extractor], BatchSource]]:
+        """``(video_id, extractors, source)`` of each plan in order (see :func:`sources_ahead`)."""
         cfg = self.config
-        ahead: deque[tuple[VideoPlan, SnippetSource]] = deque()
-        todo = iter(plans)
-
-        def fill() -> None:
-            while len(ahead) < decoding.size and (plan := next(todo, None)) is not None:
-                job = video_job(plan.path, [self.extractors[n] for n in plan.streams], cfg.grid,
-                                num_snippets=plan.base["num_snippets"] if plan.base else None,
-                                frame_settings=cfg.frame_settings, audio_settings=cfg.audio_settings,
-                                decoders=cfg.decoders)
-                ahead.append((plan, decoding.open(job, after=ahead[-1][1] if ahead else None)))
-
-        try:
-            fill()
-            while ahead:
-                plan, source = ahead.popleft()
-                yield plan.video_id, {n: self.extractors[n] for n in plan.streams}, source
-                fill()
-        finally:
-            for _, source in ahead:
-                source.close()
+        jobs = ((plan, video_job(plan.path, [self.extractors[n] for n in plan.streams], cfg.grid,
+                                 num_snippets=plan.base["num_snippets"] if plan.base else None,
+                                 frame_settings=cfg.frame_settings, audio_settings=cfg.audio_settings,
+                                 decoders=cfg.decoders)) for plan in plans)
+        for plan, source in sources_ahead(jobs, decoding):
+            yield plan.video_id, {n: self.extractors[n] for n in plan.streams}, source
 
     def _one(self, plan: VideoPlan, result: VideoResult, summary: Summary) -> None:
         cfg = self.config
@@ -564,6 +541,40 @@ class Runner:
                                          "status": "failed", "error": reason})
         summary.failed += 1
         summary.failures.append((plan.video_id, reason))
+
+
+def decode_workers_for(workers: int | None, device: torch.device) -> int:
+    """``--decode-workers``: the number given, or for ``None`` (auto) :func:`auto_decode_workers`."""
+    return auto_decode_workers(device) if workers is None else workers
+
+
+def open_decoding(workers: int) -> "ThreadDecoding | DecodePool":
+    """``workers`` decoding processes, or a thread for 0."""
+    return DecodePool(workers) if workers > 0 else ThreadDecoding()
+
+
+def sources_ahead(items: Iterable[tuple[object, VideoJob]], decoding: "ThreadDecoding | DecodePool"
+                  ) -> Iterator[tuple[object, BatchSource]]:
+    """``(item, source)`` for each ``(item, job)`` in order, ``decoding.size`` videos decoding ahead.
+
+    A source is opened once an earlier one was read and closed (so one of a pool's workers is
+    free); the ones still open when the caller stops are closed here.
+    """
+    ahead: deque[tuple[object, BatchSource]] = deque()
+    todo = iter(items)
+
+    def fill() -> None:
+        while len(ahead) < decoding.size and (item := next(todo, None)) is not None:
+            ahead.append((item[0], decoding.open(item[1], after=ahead[-1][1] if ahead else None)))
+
+    try:
+        fill()
+        while ahead:
+            yield ahead.popleft()
+            fill()
+    finally:
+        for _, source in ahead:
+            source.close()
 
 
 class ThreadDecoding:

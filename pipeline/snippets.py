@@ -223,6 +223,12 @@ class SnippetSource(BatchSource):
         produce(self.job, self._put, self._stop.is_set)
 
 
+def storage_bytes(storage: torch.UntypedStorage) -> np.ndarray:
+    """The whole storage as a uint8 array; ``.base`` is a tensor that every view of it keeps alive
+    (a ``weakref.finalize`` on it runs once no view is left)."""
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),)).numpy()
+
+
 class Recycler:
     """``empty(shape, dtype)`` arrays whose memory is reused once every view of it is gone.
 
@@ -246,7 +252,7 @@ class Recycler:
                 self._free.remove(storage)
         if storage is None:
             storage = torch.UntypedStorage(nbytes)
-        raw = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),)).numpy()
+        raw = storage_bytes(storage)
         weakref.finalize(raw.base, self._give_back, storage)
         return raw[:nbytes].view(dtype).reshape(shape)
 
