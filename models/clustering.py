@@ -1,14 +1,25 @@
 """Video-level features → K clusters → pseudo video labels (the TCAM / UGCT unsupervised protocol).
 
-Round 0 embeds each video by the mean of its snippet features; later rounds by the mean weighted
-with the trained model's foreground attention, so background stops dominating the embedding.
+Round 0 embeds each video by the mean of its raw snippet features (TCAM's first round). Later
+rounds embed what the trained model has learned (``cluster.embedding``, :data:`EMBEDDINGS`):
+
+- ``contrast`` (default): per view, the attention *contrast* of the standardised snippet features,
+  ``e = Σ_t (a_t − ā) x_t`` with ``a`` the model's foreground attention and ``ā`` its mean over the
+  video. Whatever is constant over a video — its scene, the look shared by all backgrounds — cancels,
+  and what remains is how the snippets the model finds action-like differ from the rest of their own
+  video. A mean weighted by the attention (``attention``) is dominated by the many background
+  snippets whenever the attention is not sharp, so it re-finds the round-0 clusters (a fixed point);
+  the contrast does not depend on the background's look at all.
+- ``attention``: the attention-weighted mean of the raw features (TCAM's re-embedding).
+- ``mean``: the plain mean, every round (no learning in the clustering).
+
 Each view (CBP = RGB ⊕ flow, and VLP when the model uses it) is L2-normalised before concatenation
-(TCAM clusters L2-normalised RGB ⊕ flow video features). NMI / ARI against the ground truth are
-computed for the log only; they never feed training.
+(TCAM clusters L2-normalised RGB ⊕ flow video features). NMI / ARI / cluster accuracy against the
+ground truth are computed for the log only; they never feed training.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -18,35 +29,82 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.pairwise import euclidean_distances
 
 
-def pool_views(batch: dict, views: list[list[str]], attention: torch.Tensor | None) -> np.ndarray:
-    """``(B, D)`` video embeddings of a padded batch: per view, the (attention-)weighted mean of its
-    raw snippet features, L2-normalised; views concatenated."""
-    w = batch["mask"].to(torch.float32)
-    if attention is not None:
-        w = w * attention
-    w = w / w.sum(dim=1, keepdim=True).clamp(min=1e-8)
+def _weighted_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``(B, T, D)`` features, ``(B, T)`` weights → ``(B, D)`` weighted means."""
+    return (x * w[..., None]).sum(dim=1) / w.sum(dim=1, keepdim=True).clamp(min=1e-8)
+
+
+def mean_pooling(x: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
+    return _weighted_mean(x, mask.to(x.dtype))
+
+
+def attention_pooling(x: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
+    w = mask.to(x.dtype)
+    return _weighted_mean(x, w if attention is None else w * attention)
+
+
+def contrast_pooling(x: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
+    """``Σ_t (a_t − ā) x_t`` over valid snippets, ``ā`` the video's mean attention: ``(B, T, D)`` → ``(B, D)``."""
+    if attention is None:
+        return mean_pooling(x, mask, None)
+    m = mask.to(x.dtype)
+    a = attention * m
+    centred = (a - a.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)) * m
+    return (x * centred[..., None]).sum(dim=1)
+
+
+#: ``cluster.embedding`` name → pooling ``(x (B,T,D), mask (B,T), attention (B,T) | None) -> (B, D)``
+EMBEDDINGS: dict[str, Callable] = {"contrast": contrast_pooling, "attention": attention_pooling,
+                                   "mean": mean_pooling}
+
+
+def pool_views(batch: dict, views: list[list[str]], attention: torch.Tensor | None,
+               pooling: Callable = attention_pooling, norm=None) -> np.ndarray:
+    """``(B, D)`` video embeddings of a padded batch: per view, ``pooling`` of its snippet features
+    (standardised by ``norm``, the model's :class:`~clipae.models.clipae.FeatureNorm`, when given),
+    L2-normalised; views concatenated."""
     parts = []
     for streams in views:
-        x = torch.cat([batch[s] for s in streams], dim=-1)
-        v = (x * w[..., None]).sum(dim=1)
+        x = torch.cat([batch[s] if norm is None else norm(s, batch[s]) for s in streams], dim=-1)
+        v = pooling(x, batch["mask"], attention)
         parts.append(torch.nn.functional.normalize(v, dim=1))
     return torch.cat(parts, dim=1).cpu().numpy()
 
 
+def distance_actionness(batch: dict, streams: list[str], norm) -> torch.Tensor:
+    """``(B, T)`` label-free actionness: the distance of each snippet's standardised ``streams``
+    features from its video's mean, divided by the video's largest (padding: 0)."""
+    mask = batch["mask"]
+    m = mask[..., None].to(torch.float32)
+    x = torch.cat([norm(s, batch[s]) for s in streams], dim=-1) * m
+    mean = x.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
+    d = ((x - mean) * m).norm(dim=-1)
+    return d / d.amax(dim=1, keepdim=True).clamp(min=1e-8)
+
+
 @torch.no_grad()
 def embed_videos(batches: Iterable[dict], views: list[list[str]], model=None,
-                 device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                 device: torch.device | str = "cpu", embedding: str = "attention",
+                 first_round: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings ``(N, D)`` and the batch ``index`` order ``(N,)`` of full-length video batches.
 
-    Without ``model``: plain mean pooling. With it: pooling weighted by ``model.predict``'s attention.
+    Without ``model``: plain mean pooling of the raw features. With it: ``embedding`` of
+    :data:`EMBEDDINGS` on the model's standardised features, weighted by ``model.predict``'s
+    attention or, when ``first_round`` (nothing learnt yet), by :func:`distance_actionness` of the
+    first view.
     """
     embs, order = [], []
+    pooling = EMBEDDINGS[embedding] if model is not None else mean_pooling
     for batch in batches:
-        attention = None
+        attention, norm = None, None
         if model is not None:
             dev = {k: v.to(device) for k, v in batch.items()}
-            attention = model.predict(dev)["attention"].cpu()
-        embs.append(pool_views(batch, views, attention))
+            norm = lambda s, x: model.norm(s, x.to(device)).cpu()  # noqa: E731
+            attention = (distance_actionness(batch, views[0], norm) if first_round
+                         else model.predict(dev)["attention"].cpu())
+            if embedding != "contrast":
+                norm = None
+        embs.append(pool_views(batch, views, attention, pooling, norm))
         order.append(batch["index"].numpy())
     return np.concatenate(embs), np.concatenate(order)
 
@@ -92,10 +150,28 @@ def align_clusters(previous: np.ndarray, labels: np.ndarray, k: int) -> np.ndarr
     return mapping[labels]
 
 
+def cluster_accuracy(labels: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of videos whose cluster maps to their class under the best one-to-one mapping
+    (Hungarian on the cluster × class counts); ``truth`` without ``-1`` entries."""
+    counts = np.zeros((int(labels.max()) + 1, int(truth.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (labels, truth), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / len(labels))
+
+
 def cluster_scores(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """NMI and ARI of cluster ids against true single labels (videos with no label, ``-1``, skipped)."""
+    """NMI, ARI and cluster accuracy of cluster ids against true single labels (videos with no
+    label, ``-1``, skipped)."""
     keep = truth >= 0
     if not keep.any():
-        return {"nmi": float("nan"), "ari": float("nan")}
+        return {"nmi": float("nan"), "ari": float("nan"), "acc": float("nan")}
     return {"nmi": float(normalized_mutual_info_score(truth[keep], labels[keep])),
-            "ari": float(adjusted_rand_score(truth[keep], labels[keep]))}
+            "ari": float(adjusted_rand_score(truth[keep], labels[keep])),
+            "acc": cluster_accuracy(labels[keep], truth[keep])}
+
+
+def agreement(previous: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """How much a round's clusters moved: the fraction of videos whose (aligned) id changed, and the
+    NMI between the two rounds' assignments."""
+    return {"changed": float(np.mean(previous != labels)),
+            "agreement_nmi": float(normalized_mutual_info_score(previous, labels))}

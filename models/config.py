@@ -36,6 +36,7 @@ class DataConfig:
     test_subset: str = "test"
     num_segments: int = 750              # snippets sampled per training video (W-TALC / CoLA)
     skip_missing: bool = False           # train on what exists when ground-truth videos lack features
+    val_fraction: float = 0.0            # training videos held out (never trained or clustered on) to validate
     streams: StreamsConfig = field(default_factory=StreamsConfig)
 
 
@@ -69,6 +70,10 @@ class ClusterConfig:
     method: str = "kmeans"               # "kmeans" (scikit-learn) or "spectral"
     num_clusters: int | None = None      # None: the number of classes of the ground truth
     n_init: int = 10
+    embedding: str = "contrast"          # how rounds >= 1 embed a video (clustering.EMBEDDINGS)
+    first_embedding: str = "mean"        # round 0: "mean" of raw features, or "actionness": cluster.embedding
+                                         # weighted by a label-free actionness (clustering.distance_actionness)
+    stop_below: float = 0.0              # end the rounds early once fewer videos than this fraction change cluster
 
 
 @dataclass
@@ -101,6 +106,15 @@ class Config:
             raise ConfigError(f"train.mode must be 'unsupervised' or 'weakly', not {self.train.mode!r}")
         if self.cluster.method not in ("kmeans", "spectral"):
             raise ConfigError(f"cluster.method must be 'kmeans' or 'spectral', not {self.cluster.method!r}")
+        from clipae.models.clustering import EMBEDDINGS
+        if self.cluster.embedding not in EMBEDDINGS:
+            raise ConfigError(f"cluster.embedding must be one of {', '.join(EMBEDDINGS)}, not {self.cluster.embedding!r}")
+        if self.cluster.first_embedding not in ("mean", "actionness"):
+            raise ConfigError(f"cluster.first_embedding must be 'mean' or 'actionness', not {self.cluster.first_embedding!r}")
+        if not 0.0 <= self.cluster.stop_below <= 1.0:
+            raise ConfigError(f"cluster.stop_below must be in [0, 1], not {self.cluster.stop_below}")
+        if not 0.0 <= self.data.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), not {self.data.val_fraction}")
         if len(self.data.streams.cbp) != 2:
             raise ConfigError("data.streams.cbp must name exactly two streams (RGB and flow)")
         for name in ("rounds", "epochs_per_round", "batch_size"):

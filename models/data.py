@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clipae.pipeline.annotations import GroundTruth, canonical_id
+from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.manifest import load_stream, read_manifest
 
 
@@ -117,6 +118,36 @@ class TrainingSet:
     labels: np.ndarray               # (N, K) multi-hot true labels (weakly mode; NMI / ARI)
     main_label: np.ndarray           # (N,) class of longest annotated duration, -1 when none
     missing: list[str]               # ground-truth videos skipped for lack of features
+    segments: list[list[tuple[float, float]]] = field(default_factory=list)  # annotated [s, e] seconds per video
+
+    def take(self, idx: list[int]) -> "TrainingSet":
+        """The videos at positions ``idx``, in that order."""
+        return TrainingSet([self.video_ids[i] for i in idx], [self.gt_ids[i] for i in idx], self.classes,
+                           self.labels[idx], self.main_label[idx], self.missing,
+                           [self.segments[i] for i in idx] if self.segments else [])
+
+
+def split_validation(tset: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet | None]:
+    """``(train, validation)``: ``round(fraction · N)`` videos (at least one when ``fraction > 0``)
+    drawn by a permutation seeded with ``seed`` are held out; both keep their original order."""
+    n = len(tset.video_ids)
+    n_val = 0 if fraction <= 0 else max(1, int(round(fraction * n)))
+    if n_val == 0:
+        return tset, None
+    if n_val >= n:
+        raise DataError(f"data.val_fraction {fraction} leaves no training video out of {n}")
+    held = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    return (tset.take([i for i in range(n) if i not in held]), tset.take([i for i in range(n) if i in held]))
+
+
+def foreground_mask(segments: list[tuple[float, float]], record: dict) -> np.ndarray:
+    """``(T,)`` bool: snippets of a manifest line whose centre lies inside an annotated segment."""
+    grid = SnippetGrid.from_record(record)
+    centres = grid.centre_s(np.arange(int(record["num_snippets"])))
+    out = np.zeros(len(centres), dtype=bool)
+    for a, b in segments:
+        out |= (centres >= a) & (centres < b)
+    return out
 
 
 def training_set(store: FeatureStore, gt: GroundTruth, subset: str, skip_missing: bool) -> TrainingSet:
@@ -139,15 +170,18 @@ def training_set(store: FeatureStore, gt: GroundTruth, subset: str, skip_missing
     cls_index = {c: i for i, c in enumerate(gt.classes)}
     labels = np.zeros((len(vids), len(gt.classes)), dtype=np.float32)
     main = np.full(len(vids), -1, dtype=np.int64)
+    segments: list[list[tuple[float, float]]] = []
     for i, gid in enumerate(gids):
         durations: dict[str, float] = {}
+        segments.append([])
         for a in sub.database[gid].get("annotations", []):
             labels[i, cls_index[a["label"]]] = 1.0
             s, e = a["segment"]
+            segments[-1].append((float(s), float(e)))
             durations[a["label"]] = durations.get(a["label"], 0.0) + max(float(e) - float(s), 0.0)
         if durations:
             main[i] = cls_index[max(sorted(durations), key=durations.get)]
-    return TrainingSet(vids, gids, list(gt.classes), labels, main, missing)
+    return TrainingSet(vids, gids, list(gt.classes), labels, main, missing, segments)
 
 
 def compute_feature_stats(store: FeatureStore, video_ids: list[str], streams: list[str],

@@ -7,7 +7,9 @@ writes ``OUT/manifest.jsonl``, ``OUT/features/<stream>/<video>.npy`` and ``OUT/g
 class in several instances of varying length on a 25 fps, 16-frame snippet grid. Per snippet:
 
 - **CBP** (``i3d_rgb``, ``i3d_flow``): background shares one look across all videos plus a video
-  *scene* (drawn from ``3 K`` scenes independent of the class). The class is visible only in a *core*
+  *scene* drawn from ``3 K`` scenes: with probability ``scene_corr`` the scene owned by the video's
+  class (scene ``k`` for class ``k``: a swimming pool for diving), otherwise any scene. The scene is
+  present on every snippet, actions included, with strength ``scene``. The class is visible only in a *core*
   part of each instance (25-45 % of it); the rest of the instance looks like background with a faint
   trace of the class. A few *distractor* segments of the background look like the core of another
   class: background that misleads.
@@ -48,6 +50,10 @@ class SyntheticSpec:
     distractors: tuple[int, int] = (1, 3)    # misleading background segments per video
     no_audio: float = 0.1                    # fraction of videos without an audio track
     scene: float = 0.4                       # strength of the background scene (CBP and VLP)
+    scene_corr: float = 0.0                  # probability that a video's scene is its class's own scene
+    core_strength: float = 2.0               # CBP class signal in an instance's core
+    vlp_strength: float = 1.5                # VLP class signal over an instance
+    audio_strength: float = 1.0              # scales the action sound, the class sound and the onset bursts
     dims: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_DIMS))
     dtype: str = "float32"
     seed: int = 0
@@ -106,6 +112,8 @@ def make_video(spec: SyntheticSpec, dirs: _Directions, label: int, rng: np.rando
     instances = [segs[j] for j, i in enumerate(order[:len(segs)]) if i < n_inst]
     distractors = [segs[j] for j, i in enumerate(order[:len(segs)]) if i >= n_inst]
     scene = int(rng.integers(dirs.num_scenes))
+    if spec.scene_corr > 0 and rng.random() < spec.scene_corr:
+        scene = label                                    # the class's own scene
     d = spec.dims
     f = {}
     for s in ("i3d_rgb", "i3d_flow"):
@@ -116,23 +124,24 @@ def make_video(spec: SyntheticSpec, dirs: _Directions, label: int, rng: np.rando
             n = b - a
             c_len = max(1, int(round(n * rng.uniform(*spec.core))))
             c0 = a + int(rng.integers(0, n - c_len + 1))
-            x[c0:c0 + c_len] += 2.0 * dirs.core[s][label] - 0.7 * dirs.background[s]
+            x[c0:c0 + c_len] += spec.core_strength * dirs.core[s][label] - 0.7 * dirs.background[s]
         for a, b in distractors:
             other = int((label + rng.integers(1, spec.classes)) % spec.classes) if spec.classes > 1 else label
-            x[a:b] += 2.0 * dirs.core[s][other] - dirs.background[s]
+            x[a:b] += spec.core_strength * dirs.core[s][other] - dirs.background[s]
         f[s] = x
     v = _noise(rng, t, d["clip"], 0.7) + dirs.background["clip"] + spec.scene * dirs.scene["clip"][scene]
     for a, b in instances:
-        v[a:b] += 1.5 * dirs.vlp_class[label] - dirs.background["clip"]
+        v[a:b] += spec.vlp_strength * dirs.vlp_class[label] - dirs.background["clip"]
     f["clip"] = v
     has_audio = bool(rng.random() >= spec.no_audio)
     au = np.zeros((t, d["vggish"]), np.float32)
     if has_audio:
         au += _noise(rng, t, d["vggish"], 0.5)
         for a, b in instances:
-            au[a:b] += 1.5 * dirs.sound + 0.5 * dirs.class_sound[label]
-            au[a:min(a + 2, b)] += dirs.onset
-            au[max(b - 2, a):b] += dirs.onset
+            g = spec.audio_strength
+            au[a:b] += g * (1.5 * dirs.sound + 0.5 * dirs.class_sound[label])
+            au[a:min(a + 2, b)] += g * dirs.onset
+            au[max(b - 2, a):b] += g * dirs.onset
     f["vggish"] = au
     return f, instances, has_audio
 

@@ -34,8 +34,8 @@ from tqdm import tqdm
 from clipae.models import clustering
 from clipae.models.clipae import build_model
 from clipae.models.config import Config, ConfigError, config_from_dict, load_config, save_config
-from clipae.models.data import (DataError, FeatureStore, VideoDataset, collate, compute_feature_stats,
-                                epoch_order, extraction_settings, training_set)
+from clipae.models.data import (DataError, FeatureStore, TrainingSet, VideoDataset, collate, compute_feature_stats,
+                                epoch_order, extraction_settings, foreground_mask, split_validation, training_set)
 from clipae.models.losses import CLIPAELoss
 from clipae.pipeline.annotations import AnnotationError, load_ground_truth
 
@@ -101,9 +101,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 class Trainer:
     """The round / epoch loop of one run (every rank runs one; rank 0 writes the run folder)."""
 
-    def __init__(self, cfg: Config, out: Path, store: FeatureStore, tset, dims: dict[str, int],
-                 classes: list[str], d: Dist, device: torch.device, quiet: bool):
+    def __init__(self, cfg: Config, out: Path, store: FeatureStore, tset: TrainingSet, dims: dict[str, int],
+                 classes: list[str], d: Dist, device: torch.device, quiet: bool, vset: TrainingSet | None = None):
         self.cfg, self.out, self.store, self.tset, self.dims = cfg, out, store, tset, dims
+        self.vset = vset                     # held-out training videos (data.val_fraction), monitoring only
         self.classes, self.dist, self.device, self.quiet = classes, d, device, quiet
         self.k = len(classes)
         t = cfg.train
@@ -115,6 +116,7 @@ class Trainer:
         self.train_set = VideoDataset(store, tset.video_ids, self.streams, audio, np.zeros((n, self.k), np.float32),
                                       cfg.data.num_segments, seed=t.seed)
         self.full_set = VideoDataset(store, tset.video_ids, self.streams, audio)
+        self.val_set = VideoDataset(store, vset.video_ids, self.streams, audio) if vset is not None else None
         self.views = [list(cfg.data.streams.cbp)] + ([[cfg.data.streams.vlp]] if cfg.model.use_ccp else [])
         torch.manual_seed(t.seed)
         self.model = build_model(cfg, dims, self.k).to(device)
@@ -178,10 +180,11 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
 
     # ---- labels for a round ------------------------------------------------------------------
-    def _full_batches(self):
-        order = list(range(len(self.full_set)))
-        order.sort(key=lambda i: self.store.num_snippets(self.full_set.video_ids[i]))  # less padding
-        return DataLoader(self.full_set, batch_size=self.cfg.train.batch_size, sampler=order, collate_fn=collate,
+    def _full_batches(self, dataset: VideoDataset | None = None):
+        dataset = self.full_set if dataset is None else dataset
+        order = list(range(len(dataset)))
+        order.sort(key=lambda i: self.store.num_snippets(dataset.video_ids[i]))  # less padding
+        return DataLoader(dataset, batch_size=self.cfg.train.batch_size, sampler=order, collate_fn=collate,
                           num_workers=self.cfg.train.num_workers)
 
     def _cluster_round(self, r: int) -> None:
@@ -190,8 +193,10 @@ class Trainer:
         c = self.cfg.cluster
         if self.dist.main:
             self.model.eval()
-            emb, order = clustering.embed_videos(self._full_batches(), self.views, self.model if r > 0 else None,
-                                                 self.device)
+            first = r == 0 and c.first_embedding == "actionness"
+            emb, order = clustering.embed_videos(self._full_batches(), self.views,
+                                                 self.model if (r > 0 or first) else None, self.device,
+                                                 c.embedding, first_round=first)
             emb = emb[np.argsort(order)]
             labels, _ = clustering.cluster(emb, self.k, c.method, self.cfg.train.seed + r, c.n_init)
             if self.assignments:
@@ -202,26 +207,90 @@ class Trainer:
         if self.dist.world > 1:
             dist.broadcast_object_list(payload, src=0)
         labels, centres = payload
+        moved = clustering.agreement(self.assignments[-1], labels) if self.assignments else {}
         self.assignments.append(labels)
         self.centres = centres
         sizes = np.bincount(labels, minlength=self.k)
         scores = clustering.cluster_scores(labels, self.tset.main_label)
-        self.log(f"round {r}: clustered {len(labels)} videos into {self.k} ({c.method}) in {time.time() - t0:.1f}s; "
-                 f"sizes {sizes.tolist()}; NMI {scores['nmi']:.3f} ARI {scores['ari']:.3f} (monitoring only)")
-        self.round_info = {"nmi": scores["nmi"], "ari": scores["ari"], "sizes": " ".join(map(str, sizes)),
-                            "cluster_s": round(time.time() - t0, 3)}
+        how = (f"{c.embedding} embedding" + (" of label-free actionness" if r == 0 else "")
+               if r > 0 or c.first_embedding == "actionness" else "mean-pooled raw features")
+        change = (f"; {moved['changed']:.1%} of videos changed cluster (NMI to round {r - 1}: "
+                  f"{moved['agreement_nmi']:.3f})") if moved else ""
+        self.log(f"round {r}: clustered {len(labels)} videos into {self.k} ({c.method}, {how}) in "
+                 f"{time.time() - t0:.1f}s; sizes {sizes.tolist()}{change}; NMI {scores['nmi']:.3f} "
+                 f"ARI {scores['ari']:.3f} accuracy {scores['acc']:.3f} (monitoring only)")
+        self.round_info = {"changed": round(moved["changed"], 4) if moved else "",
+                           "agreement_nmi": round(moved["agreement_nmi"], 4) if moved else "",
+                           "nmi": scores["nmi"], "ari": scores["ari"], "cluster_acc": scores["acc"],
+                           "sizes": " ".join(map(str, sizes)), "cluster_s": round(time.time() - t0, 3)}
+
+    @torch.no_grad()
+    def _outputs(self, dataset: VideoDataset) -> dict[int, dict[str, np.ndarray]]:
+        """``{position in dataset: {"attention": (T,), "video_scores": (K,)}}`` of the current model."""
+        self.model.eval()
+        out = {}
+        for batch in self._full_batches(dataset):
+            pred = self.model.predict({k: v.to(self.device) for k, v in batch.items()})
+            for j, (i, n) in enumerate(zip(batch["index"].tolist(), batch["mask"].sum(1).tolist())):
+                out[i] = {"attention": pred["attention"][j, :n].float().cpu().numpy(),
+                          "video_scores": pred["video_scores"][j].float().cpu().numpy()}
+        return out
+
+    def _attention_ap(self, tset: TrainingSet, outputs: dict) -> float | str:
+        """Snippet-level AP of the attention against the annotated segments (monitoring only)."""
+        from sklearn.metrics import average_precision_score
+        ys = [foreground_mask(tset.segments[i], self.store.records[v]) for i, v in enumerate(tset.video_ids)]
+        y = np.concatenate(ys)
+        if not tset.segments or not y.any() or y.all():
+            return ""
+        return round(float(average_precision_score(y, np.concatenate([outputs[i]["attention"]
+                                                                         for i in range(len(ys))]))), 4)
+
+    def _monitor(self) -> dict:
+        """After a round: attention AP on the training videos and, with a validation split, the
+        validation videos' attention AP and class accuracy of the model's video scores (Hungarian
+        against each video's main class). Ground truth is read here and nowhere in training."""
+        if not self.dist.main:
+            return {}
+        info = {"train_attention_ap": self._attention_ap(self.tset, self._outputs(self.full_set))}
+        if self.val_set is not None:
+            outputs = self._outputs(self.val_set)
+            info["val_attention_ap"] = self._attention_ap(self.vset, outputs)
+            pred = np.array([int(np.argmax(outputs[i]["video_scores"])) for i in range(len(self.vset.video_ids))])
+            keep = self.vset.main_label >= 0
+            info["val_acc"] = round(clustering.cluster_accuracy(pred[keep], self.vset.main_label[keep]), 4) \
+                if keep.any() else ""
+        parts = ", ".join(f"{k} {v}" for k, v in info.items() if v != "")
+        if parts:
+            self.log(f"round {self.round}: {parts} (monitoring only)")
+        return info
 
     def _start_round(self, r: int) -> None:
         if self.cfg.train.mode == "unsupervised":
             self._cluster_round(r)
         else:
             self.assignments.append(np.full(len(self.tset.video_ids), -1, dtype=np.int64))
-            self.round_info = {"nmi": "", "ari": "", "sizes": "", "cluster_s": 0.0}
+            self.round_info = {"changed": "", "agreement_nmi": "", "nmi": "", "ari": "", "cluster_acc": "",
+                               "sizes": "", "cluster_s": 0.0}
         self.round, self.epoch, self.round_seconds = r, 0, float(self.round_info["cluster_s"])
         self.optimizer = self._new_optimizer()
         if self.dist.main:
             self._write_assignments()
         self.save()
+
+    def _stable(self, r: int) -> bool:
+        """``cluster.stop_below``: when round ``r``'s clusters moved less than that, the rounds end and
+        the model stays the one trained on round ``r - 1``'s clusters (whose ids are kept)."""
+        changed = self.round_info.get("changed")
+        if r == 0 or changed == "" or changed >= self.cfg.cluster.stop_below:
+            return False
+        self.log(f"round {r}: only {changed:.1%} of videos changed cluster (< cluster.stop_below "
+                 f"{self.cfg.cluster.stop_below}); stopping after round {r - 1}")
+        self.assignments.pop()
+        self.round, self.epoch = r - 1, self.cfg.train.epochs_per_round
+        if self.dist.main:
+            self._write_assignments()
+        return True
 
     def _labels(self) -> np.ndarray:
         if self.cfg.train.mode == "weakly":
@@ -302,6 +371,8 @@ class Trainer:
         for r in range(self.round, rounds):
             if not (resumed and r == self.round):
                 self._start_round(r)
+                if self._stable(r):
+                    break
             resumed = False
             bar = tqdm(range(self.epoch, t.epochs_per_round), desc=f"round {r}", disable=not show, leave=False)
             for e in bar:
@@ -313,7 +384,8 @@ class Trainer:
                     k: round(metrics.get(k, 0.0), 6) for k in ("total", "mil", "collab", "sparsity", "decor", "insdis")},
                     "seconds": round(seconds, 3)})
                 if e + 1 == t.epochs_per_round:
-                    self.history["rounds"].append({"round": r, **self.round_info, "round_s": round(self.round_seconds, 3)})
+                    self.history["rounds"].append({"round": r, **self.round_info, **self._monitor(),
+                                                   "round_s": round(self.round_seconds, 3)})
                     self.log(f"round {r}: {t.epochs_per_round} epochs in {self.round_seconds:.1f}s; "
                              f"loss {self.history['epochs'][-1]['total']:.4f}")
                 self.save()
@@ -336,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ccp", action="store_true", help="sets model.use_ccp=false (no clip needed)")
     p.add_argument("--no-ssl", action="store_true", help="sets loss.use_ssl=false (no Eq. 7-9)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--plot", action="store_true",
+                   help="draw rounds.csv / metrics.csv into RUN/training.png when training ends")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -374,9 +448,10 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
                                f"resume it without options or choose a new --out")
         cfg = saved
     store = FeatureStore.open(args.manifest)
-    tset = training_set(store, gt, cfg.data.train_subset, cfg.data.skip_missing)
+    tset, vset = split_validation(training_set(store, gt, cfg.data.train_subset, cfg.data.skip_missing),
+                                  cfg.data.val_fraction, cfg.train.seed)
     streams = cfg.required_streams()
-    dims = store.check_streams(tset.video_ids, streams)
+    dims = store.check_streams(tset.video_ids + (vset.video_ids if vset else []), streams)
     if cfg.train.mode == "weakly":
         classes = list(gt.classes)
     else:
@@ -391,9 +466,14 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
         if not ckpt.exists():
             save_config(cfg, out / "config.yaml")
             _write_json_atomic(out / "extraction.json", extraction_settings(store, tset.video_ids, streams))
+            if vset is not None:
+                _write_json_atomic(out / "validation.json", {"video_ids": vset.video_ids})
     if d.world > 1:
         dist.barrier()
-    trainer = Trainer(cfg, out, store, tset, dims, classes, d, device, args.quiet)
+    trainer = Trainer(cfg, out, store, tset, dims, classes, d, device, args.quiet, vset)
+    if vset is not None:
+        trainer.log(f"holding out {len(vset.video_ids)} of the training videos for validation (data.val_fraction "
+                    f"{cfg.data.val_fraction}): never trained or clustered on")
     if tset.missing:
         trainer.log(f"WARNING: {len(tset.missing)} videos of subset {cfg.data.train_subset!r} have no features "
                     f"and are skipped (data.skip_missing)")
@@ -411,7 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     d = init_distributed()
     try:
-        prepare(args, d).run()
+        trainer = prepare(args, d)
+        trainer.run()
+        if args.plot and d.main:
+            from clipae.models.plot import plot_run
+            trainer.log(f"diagnostics drawn: {plot_run(trainer.out)}")
     except (ConfigError, DataError, AnnotationError, RunError) as e:
         print(f"clipae-train: error: {e}", file=sys.stderr)
         return 2

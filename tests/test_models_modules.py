@@ -311,7 +311,8 @@ def test_clustering_recovers_separated_groups(method):
     truth = np.repeat(np.arange(3), 10)
     emb = centres[truth] + rng.normal(scale=0.3, size=(30, 3))
     labels, c = clustering.cluster(emb, 3, method, seed=0)
-    assert clustering.cluster_scores(labels, truth) == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0)}
+    assert clustering.cluster_scores(labels, truth) == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0),
+                                                        "acc": pytest.approx(1.0)}
     assert c.shape == (3, 3)
 
 
