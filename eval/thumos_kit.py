@@ -16,8 +16,8 @@
    are appended *in the video's confidence order*, the videos one after another in sorted-id
    order; this list is then sorted by confidence, stably. Among equal confidences the order is
    therefore by video id, then by position in the video, whatever each detection's true/false
-   status (the 2014 kit's ``[tpconf fpconf]``, all true positives before all false positives,
-   belongs to the earlier version);
+   status (the earlier rule, ``[tpconf fpconf]``: all true positives before all false
+   positives, survives only as comments in the updated file);
 6. AP = the sum of the precision at each true positive, added one by one in ranking order, / #GT
    (not interpolated); 0 when the class has no true positive or no detection.
 
