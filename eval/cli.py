@@ -4,6 +4,7 @@
 
     clipae-eval --predictions P --annotations A [--subset S] [--tiou 0.1:0.7:0.1]
                 [--protocol activitynet|thumos14-kit] [--json OUT] [--per-class]
+                [--unknown-videos error|false-positive|ignore] [--strict-ids]
     clipae-eval --run RUN [--manifest M] [--annotations A] [--subset S] [-o PRED] [...]
 
 The first form scores any ActivityNet-schema results file, another method's included. The second
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="print per-class AP too")
     p.add_argument("--unknown-videos", choices=UNKNOWN_VIDEO_POLICIES, default="error",
                    help="predicted videos outside the subset: error (default), false-positive (as the "
-                        "official evaluator), ignore")
+                        "official evaluators), ignore")
+    p.add_argument("--strict-ids", action="store_true",
+                   help="match predicted video ids exactly, as the official evaluators do (default: also with "
+                        "or without the 'v_' prefix, counted in a note)")
     g = p.add_argument_group("with --run")
     g.add_argument("--manifest", help="manifest.jsonl of the features to predict on (default: the run's)")
     g.add_argument("-o", "--output", help="where to write the predictions (default RUN/predictions_<subset>.json)")
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             subset = args.subset or default_subset(gt)
         tious = parse_tious(args.tiou) if args.tiou else default_tious(gt.subset(subset))
         t0 = time.perf_counter()
-        inputs = build_inputs(gt, subset, results, args.unknown_videos)
+        inputs = build_inputs(gt, subset, results, args.unknown_videos, args.strict_ids)
         result = score(inputs, tious, args.protocol, subset)
         elapsed = time.perf_counter() - t0
     except ERRORS as e:

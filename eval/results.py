@@ -16,10 +16,12 @@ Documented handling, agreeing with the official ActivityNet evaluator:
 - a label the file knows but the evaluated subset has no instance of cannot change any class's
   AP (classes come from the subset's ground truth); such predictions are left out and counted in
   :attr:`EvalInputs.notes`;
-- video ids are matched with and without the ``v_`` prefix;
+- video ids are matched with and without the ``v_`` prefix, and the number of predicted videos
+  matched that way is one note; ``strict_ids=True`` matches ids exactly, as both official
+  evaluators do (an id that differs is then a video outside the subset);
 - a video outside the subset is an error by default (a wrong ``--subset``, or ids of another
   dataset); ``unknown_videos="false-positive"`` keeps its predictions as false positives, which is
-  what the official evaluator does, and ``"ignore"`` leaves them out.
+  what the official evaluators do, and ``"ignore"`` leaves them out.
 """
 from __future__ import annotations
 
@@ -159,7 +161,7 @@ def _check_values(videos, counts, results, scores, starts, ends) -> tuple[np.nda
 
 
 def build_inputs(gt: GroundTruth, subset: str | None, results: dict,
-                 unknown_videos: str = "error") -> EvalInputs:
+                 unknown_videos: str = "error", strict_ids: bool = False) -> EvalInputs:
     """Check ``results`` against ``gt.subset(subset)`` and flatten both (see the module docstring)."""
     if unknown_videos not in UNKNOWN_VIDEO_POLICIES:
         raise ValueError(f"unknown_videos must be one of {UNKNOWN_VIDEO_POLICIES}")
@@ -185,10 +187,13 @@ def build_inputs(gt: GroundTruth, subset: str | None, results: dict,
         raise ResultsError(f"label {bad!r} is not a class of the ground truth")
 
     notes: list[str] = []
-    outside = []
+    outside, remapped = [], []
+    subset_ids = dict(vidx)
     video_col = np.empty(len(pred_videos), dtype=np.int64)
     for n, video in enumerate(pred_videos):
-        key = canonical_id(video, vidx)
+        key = (video if video in subset_ids else None) if strict_ids else canonical_id(video, subset_ids)
+        if key is not None and key != video and counts[n]:
+            remapped.append((video, key))
         if key is None and counts[n]:
             outside.append(video)
             key = video
@@ -198,19 +203,25 @@ def build_inputs(gt: GroundTruth, subset: str | None, results: dict,
         video_col[n] = vidx.get(key, -1)
     if outside:
         example = ", ".join(repr(v) for v in outside[:3])
+        near = sum(canonical_id(v, subset_ids) is not None for v in outside) if strict_ids else 0
+        hint = f"; {near} of them differ from a ground-truth id only by the 'v_' prefix" if near else ""
         if unknown_videos == "error":
             raise ResultsError(
                 f"{len(outside)} predicted videos are not in {f'subset {subset!r} of ' if subset else ''}the ground "
-                f"truth (e.g. {example}); check --subset, or pass --unknown-videos false-positive (the official "
-                f"evaluator's behaviour) or --unknown-videos ignore")
+                f"truth (e.g. {example}){hint}; check --subset, or pass --unknown-videos false-positive (the "
+                f"official evaluators' behaviour) or --unknown-videos ignore")
         notes.append(f"{len(outside)} videos outside the subset ({example}) "
-                     + ("left out" if unknown_videos == "ignore" else "scored as false positives"))
+                     + ("left out" if unknown_videos == "ignore" else "scored as false positives") + hint)
     pred_video = np.repeat(video_col, counts)
     pred_class = np.array([cidx.get(label, -1) for label in labels], dtype=np.int64)
     absent = (pred_class < 0) & (pred_video >= 0)
     if absent.any():
         names = sorted({labels[i] for i in np.flatnonzero(absent)})
         notes.append(f"{int(absent.sum())} predictions of classes absent from the subset left out ({', '.join(names)})")
+    if remapped:
+        example = ", ".join(f"{a!r} as {b!r}" for a, b in remapped[:2])
+        notes.append(f"{len(remapped)} predicted video ids matched the ground truth only with or without the 'v_' "
+                     f"prefix (e.g. {example}); --strict-ids matches ids exactly, as the official evaluators do")
     keep = (pred_class >= 0) & (pred_video >= 0)
     if not keep.any():
         raise ResultsError("no prediction left to score")

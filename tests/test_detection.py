@@ -207,3 +207,25 @@ def test_numpy_scalars_and_booleans():
     assert detection.evaluate(build_inputs(gt, "test", ok), [0.5])[0, 0] == 1.0
     with pytest.raises(ResultsError, match="not a number"):
         build_inputs(gt, "test", {"v": [{"label": "A", "score": True, "segment": [0, 10]}]})
+
+
+def test_remapped_ids_are_counted_in_one_note_and_strict_ids_match_exactly():
+    gt = make_gt({"abc": [("A", 0, 10)], "v_def": [("A", 0, 10)], "ghi": [("A", 0, 10)]})
+    results = make_results({"v_abc": [("A", 0.9, 0, 10)], "def": [("A", 0.8, 0, 10)], "ghi": [("A", 0.7, 0, 10)]})
+    inputs = build_inputs(gt, "test", results)
+    remap = [n for n in inputs.notes if "'v_' prefix" in n]
+    assert len(remap) == 1 and remap[0].startswith("2 predicted video ids") and "'v_abc' as 'abc'" in remap[0]
+    assert detection.evaluate(inputs, [0.5])[0, 0] == 1.0
+    # exact ids only: the two remapped videos are outside the subset, as for the official evaluators
+    with pytest.raises(ResultsError, match="2 predicted videos are not in subset 'test'.*2 of them differ "
+                                           "from a ground-truth id only by the 'v_' prefix"):
+        build_inputs(gt, "test", results, strict_ids=True)
+    fp = build_inputs(gt, "test", results, unknown_videos="false-positive", strict_ids=True)
+    assert not any("as 'abc'" in n for n in fp.notes) and "scored as false positives" in fp.notes[0]
+    # ranked FP FP TP against 3 ground truths: AP = (1/3) / 3
+    assert detection.evaluate(fp, [0.5])[0, 0] == pytest.approx(1 / 9)
+    ignored = build_inputs(gt, "test", results, unknown_videos="ignore", strict_ids=True)
+    assert len(ignored.pred_score) == 1 and detection.evaluate(ignored, [0.5])[0, 0] == pytest.approx(1 / 3)
+    # exact ids give no note
+    exact = build_inputs(gt, "test", make_results({"abc": [("A", 0.9, 0, 10)]}))
+    assert not any("'v_' prefix" in n for n in exact.notes)

@@ -129,3 +129,25 @@ def test_bench_eval_prints_both_timings(capsys):
     out = capsys.readouterr().out
     assert "720 predictions" in out and "per-prediction loop" in out
     assert "largest AP difference 0.00e+00" in out
+
+
+def test_v_prefixed_ids_print_one_note_and_strict_ids_score_them_as_the_official_evaluator(tmp_path, capsys):
+    obj = shifted_results(ANET, "validation", shift=0.1)
+    obj["results"] = {"v_" + vid: rows for vid, rows in obj["results"].items()}
+    p = tmp_path / "anet_v.json"
+    p.write_text(json.dumps(obj))
+    n_videos = sum(1 for rows in obj["results"].values() if rows)  # a video without predictions is not counted
+    assert cli.main(["--predictions", str(p), "--annotations", str(ANET), "--json", str(tmp_path / "s.json")]) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "'v_' prefix" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {n_videos} predicted video ids matched")
+    assert json.loads((tmp_path / "s.json").read_text())["mAP"][0] > 0.99
+    # exact ids: an error by default, every prediction a false positive with --unknown-videos false-positive
+    assert cli.main(["--predictions", str(p), "--annotations", str(ANET), "--strict-ids"]) == 2
+    err = capsys.readouterr().err
+    assert f"{n_videos} predicted videos are not in subset 'validation'" in err and err.count("\n") == 1
+    assert cli.main(["--predictions", str(p), "--annotations", str(ANET), "--strict-ids",
+                     "--unknown-videos", "false-positive", "--json", str(tmp_path / "strict.json")]) == 0
+    assert "'v_' prefix" in capsys.readouterr().err
+    strict = json.loads((tmp_path / "strict.json").read_text())
+    assert strict["mAP"] == [0.0] * 10
