@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from clipae.eval.mapping import METHODS, MappingError
+from clipae.eval.mapping import CLIP_TEXT, METHODS, MappingError
 from clipae.eval.predict import PredictError, load_trained_run, predict_results
 from clipae.eval.proposals import ProposalConfigError
 from clipae.eval.report import PROTOCOLS, TiouError, default_subset, default_tious, parse_tious, score
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("with --run or --zero-shot")
     g.add_argument("--manifest", help="manifest.jsonl of the features to predict on (default: the run's)")
     g.add_argument("-o", "--output", help="where to write the predictions (default RUN/predictions_<subset>.json)")
-    g.add_argument("--mapping", choices=list(METHODS), default="hungarian", help="cluster -> class mapping")
+    g.add_argument("--mapping", choices=[*METHODS, CLIP_TEXT], default="hungarian",
+                   help="cluster -> class mapping (clip-text: the names of clipae-train --class-names, no ground truth)")
     g.add_argument("--allow-missing", action="store_true",
                    help="score even if videos of the subset are missing from the manifest")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

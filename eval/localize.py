@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clipae.eval.mapping import MappingError
-from clipae.eval.predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, load_trained_run,
-                                 predict_video, proposal_config, run_streams, to_entries)
+from clipae.eval.mapping import CLIP_TEXT, METHODS, MappingError
+from clipae.eval.predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, default_mapping_method,
+                                 load_trained_run, predict_video, proposal_config, run_streams, to_entries)
 from clipae.eval.proposals import ProposalConfigError, Proposals
 from clipae.eval.results import write_results
 from clipae.pipeline.annotations import AnnotationError, canonical_id, load_ground_truth
@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extract with random weights, as a run trained on --random-weights features needs "
                         "(the proposals then mean nothing)")
     p.add_argument("--top", type=int, default=20, help="rows of the printed table (0: all)")
+    p.add_argument("--mapping", choices=[*METHODS, CLIP_TEXT],
+                   help="cluster -> class mapping of an unsupervised run (default: hungarian; clip-text when the "
+                        "run has cluster names and neither a saved mapping nor --annotations)")
     z = p.add_argument_group("zero-shot (no run)")
     z.add_argument("--zero-shot", metavar="NAMES",
                    help="localise these classes without training: a .txt of class names (one per line) or a ground truth")
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         with timer.stage("load run"):
             run = load_trained_run(args.run)
             gt = load_ground_truth(args.annotations) if args.annotations else None
-            mapping = cluster_mapping(run, args.run, gt)
+            mapping = cluster_mapping(run, args.run, gt, args.mapping or default_mapping_method(args.run, gt))
             cfg = proposal_config(run)
             check_random_weights(run, args.random_weights)
         if args.random_weights:
