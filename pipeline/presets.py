@@ -45,7 +45,7 @@ _WTALC_SOURCES = (
     Source("resize rule of the Kinetics I3D release: smallest side 256 (bilinear), centre crop 224 at test; "
            "flow truncated to [-20, 20] and rescaled to [-1, 1]",
            "https://github.com/google-deepmind/kinetics-i3d/pull/5"),
-    Source("BaS-Net derived methods (C3BN, OpenWTAL) train on the features BaS-Net publishes",
+    Source("BaS-Net publishes these THUMOS14 features with its code; later methods (e.g. C3BN) download them there",
            "https://github.com/Pilhyeon/BaSNet-pytorch"),
 )
 
@@ -61,8 +61,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
          "storing flow as 8-bit JPEG with bound 20 is the Kinetics I3D pipeline's convention; the JPEG "
          "compression itself (not only the 8-bit rounding) is not reproduced",
          "the resize rule is the Kinetics I3D release's; W-TALC's own answer on resizing is not in the sources found",
-         "CoLA's README is not in the sources found; CoLA is listed because its loader reads the same "
-         "2048-d W-TALC/BaS-Net arrays"),
+         "CoLA's own account of its features is not in the sources found; it is listed because it reads "
+         "the BaS-Net layout (features/{train,test}/{rgb,flow}/<video>.npy) of the same features"),
     ),
     Preset(
         "actionformer-thumos14",
