@@ -78,6 +78,22 @@ def check_random_weights(run, random_weights: bool) -> None:
                            f"pretrained weights")
 
 
+def frame_options(run) -> dict:
+    """``{"crops", "keep_crops", "short_side"}`` the run's visual features were extracted with
+    (from their recorded settings; the defaults where none are recorded)."""
+    from clipae.pipeline.decode import FrameSettings
+    out = {"crops": "center", "keep_crops": False, "short_side": FrameSettings.short_side}
+    for per_stream in (run.extraction.get("streams") or {}).values():
+        settings = (per_stream or {}).get("settings") or {}
+        if "crops" in settings:
+            out["crops"] = str(settings["crops"])
+            out["keep_crops"] = str(settings.get("stored", "")).startswith("per crop")
+        short = ((settings.get("decode") or {}).get("frames") or {}).get("short_side")
+        if short:
+            out["short_side"] = int(short)
+    return out
+
+
 def extract_features(video: Path, run, device: str, weights_dir: str | None,
                      random_weights: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
@@ -88,12 +104,15 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
         from clipae.pipeline.extract import extract_video
     except ModuleNotFoundError as e:
         raise PredictError(f"the extraction stage is not installed ({e})") from None
+    from clipae.pipeline.decode import FrameSettings
     extra = {}  # each stream's own options (--clip-model, --flow, ...), as the training features were made
     for per_stream in (run.extraction.get("streams") or {}).values():
         extra.update((per_stream or {}).get("options") or {})
+    views = frame_options(run)
     options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
-                               extra=extra)
-    record, features = extract_video(str(video), run_streams(run), run_grid(run), options)
+                               extra=extra, crops=views["crops"], keep_crops=views["keep_crops"])
+    record, features = extract_video(str(video), run_streams(run), run_grid(run), options,
+                                     frame_settings=FrameSettings(short_side=views["short_side"]))
     check_record(run, record, run_streams(run))
     return record, features
 

@@ -110,3 +110,16 @@ def videogen_frames(video):
     from clipae.pipeline.decode import VideoDecoder
     d = VideoDecoder(str(video), 25.0)
     return next(iter(d.chunks()))
+
+
+def test_localize_extracts_with_the_runs_crops_and_short_side():
+    from types import SimpleNamespace
+
+    from clipae.eval.localize import frame_options
+    run = SimpleNamespace(extraction={"streams": {
+        "i3d_rgb": {"settings": {"crops": "10", "views": 10, "stored": "per crop (T, crops, dim)",
+                                 "decode": {"frames": {"short_side": 288}}}},
+        "vggish": {"settings": {"decode": {"audio": {}}}}}})
+    assert frame_options(run) == {"crops": "10", "keep_crops": True, "short_side": 288}
+    plain = SimpleNamespace(extraction={"streams": {"clip": {"settings": {"model": "ViT-B-16"}}}})
+    assert frame_options(plain) == {"crops": "center", "keep_crops": False, "short_side": 256}
