@@ -197,22 +197,28 @@ class Extractor:
     #: besides its own name (e.g. a separate PCA file)
     extra_weights: ClassVar[tuple[str, ...]] = ()
 
+    #: whether the stream honours ``--crops`` / ``--keep-crops`` (:func:`crop_views`, :func:`merge_views`)
+    supports_crops: ClassVar[bool] = False
+
     weights_id: str = "random"
 
     def __init__(self, options: ExtractorOptions) -> None:
         self.options = options
         if options.crops not in CROPS:
             raise OptionsError(f"--crops must be one of {', '.join(CROPS)}, not {options.crops!r}")
+        if (options.crops != "center" or options.keep_crops) and "frames" in self.inputs and not self.supports_crops:
+            raise OptionsError(f"stream {self.name} does not take --crops {options.crops}"
+                               f"{' --keep-crops' if options.keep_crops else ''}")
 
     @property
     def views(self) -> int:
-        """Spatial views per snippet: ``--crops`` for streams that read frames, else 1."""
-        return NUM_VIEWS[self.options.crops] if "frames" in self.inputs else 1
+        """Spatial views per snippet: ``--crops`` for streams that take crops, else 1."""
+        return NUM_VIEWS[self.options.crops] if self.supports_crops else 1
 
     @property
     def row_shape(self) -> tuple[int, ...]:
         """Shape of one snippet's row: ``(dim,)``, or ``(views, dim)`` with ``--keep-crops``."""
-        return (self.views, self.dim) if "frames" in self.inputs and self.options.keep_crops else (self.dim,)
+        return (self.views, self.dim) if self.supports_crops and self.options.keep_crops else (self.dim,)
 
     def crop_settings(self) -> dict:
         """The ``crops`` entry of a visual stream's :meth:`settings` (part of the ``config_hash``);

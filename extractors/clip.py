@@ -119,6 +119,7 @@ def create_clip(model_name: str):
 class CLIPExtractor(Extractor):
     dim = 512
     inputs = ("frames",)
+    supports_crops = True
 
     def __init__(self, options: ExtractorOptions) -> None:
         super().__init__(options)

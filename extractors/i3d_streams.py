@@ -38,6 +38,7 @@ class I3DStream(Extractor):
 
     dim = FEATURE_DIM
     inputs = ("frames",)
+    supports_crops = True
     modality: ClassVar[str] = ""
     crop: int = CROP  # the network's input size (tests use smaller inputs)
 

@@ -123,3 +123,13 @@ def test_localize_extracts_with_the_runs_crops_and_short_side():
     assert frame_options(run) == {"crops": "10", "keep_crops": True, "short_side": 288}
     plain = SimpleNamespace(extraction={"streams": {"clip": {"settings": {"model": "ViT-B-16"}}}})
     assert frame_options(plain) == {"crops": "center", "keep_crops": False, "short_side": 256}
+
+
+def test_a_stream_without_crops_refuses_them(video, tmp_path, capsys):
+    assert main([str(video), str(tmp_path / "o"), "--stream-module", "toy_streams", "--streams", "toy_colour",
+                 "--crops", "10", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not take --crops 10" in err
+    # streams that read no frames ignore the option
+    assert main([str(video), str(tmp_path / "a"), "--stream-module", "toy_streams", "--streams", "toy_rms",
+                 "--crops", "10", "--keep-crops", "--quiet"]) == 0
