@@ -9,6 +9,10 @@ picture (``--plot``: T-CAM of the detected classes, attention, proposals, and th
 when ``--annotations`` knows the video). A video without an audio track works: its audio stream is
 zeros and the model is told ``has_audio=False``.
 
+``--zero-shot NAMES`` needs no run: the video's ``clip`` stream is scored against CLIP text
+embeddings of the class names (:mod:`clipae.eval.zero_shot`) and the same proposal code turns
+that into proposals.
+
 ``--run`` defaults to the ``CLIPAE_RUN`` environment variable. A run trained on features made with
 ``--random-weights`` needs ``--random-weights`` here too (the same seeded random networks), and
 the command says so loudly.
@@ -24,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clipae.eval.mapping import MappingError
-from clipae.eval.predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, load_trained_run,
-                                 predict_video, proposal_config, run_streams, to_entries)
+from clipae.eval.mapping import CLIP_TEXT, METHODS, MappingError
+from clipae.eval.predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, default_mapping_method,
+                                 load_trained_run, predict_video, proposal_config, run_streams, to_entries)
 from clipae.eval.proposals import ProposalConfigError, Proposals
 from clipae.eval.results import write_results
 from clipae.pipeline.annotations import AnnotationError, canonical_id, load_ground_truth
@@ -74,6 +78,22 @@ def check_random_weights(run, random_weights: bool) -> None:
                            f"pretrained weights")
 
 
+def frame_options(run) -> dict:
+    """``{"crops", "keep_crops", "short_side"}`` the run's visual features were extracted with
+    (from their recorded settings; the defaults where none are recorded)."""
+    from clipae.pipeline.decode import FrameSettings
+    out = {"crops": "center", "keep_crops": False, "short_side": FrameSettings.short_side}
+    for per_stream in (run.extraction.get("streams") or {}).values():
+        settings = (per_stream or {}).get("settings") or {}
+        if "crops" in settings:
+            out["crops"] = str(settings["crops"])
+            out["keep_crops"] = str(settings.get("stored", "")).startswith("per crop")
+        short = ((settings.get("decode") or {}).get("frames") or {}).get("short_side")
+        if short:
+            out["short_side"] = int(short)
+    return out
+
+
 def extract_features(video: Path, run, device: str, weights_dir: str | None,
                      random_weights: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
@@ -84,12 +104,15 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
         from clipae.pipeline.extract import extract_video
     except ModuleNotFoundError as e:
         raise PredictError(f"the extraction stage is not installed ({e})") from None
+    from clipae.pipeline.decode import FrameSettings
     extra = {}  # each stream's own options (--clip-model, --flow, ...), as the training features were made
     for per_stream in (run.extraction.get("streams") or {}).values():
         extra.update((per_stream or {}).get("options") or {})
+    views = frame_options(run)
     options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
-                               extra=extra)
-    record, features = extract_video(str(video), run_streams(run), run_grid(run), options)
+                               extra=extra, crops=views["crops"], keep_crops=views["keep_crops"])
+    record, features = extract_video(str(video), run_streams(run), run_grid(run), options,
+                                     frame_settings=FrameSettings(short_side=views["short_side"]))
     check_record(run, record, run_streams(run))
     return record, features
 
@@ -151,7 +174,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extract with random weights, as a run trained on --random-weights features needs "
                         "(the proposals then mean nothing)")
     p.add_argument("--top", type=int, default=20, help="rows of the printed table (0: all)")
+    p.add_argument("--mapping", choices=[*METHODS, CLIP_TEXT],
+                   help="cluster -> class mapping of an unsupervised run (default: hungarian; clip-text when the "
+                        "run has cluster names and neither a saved mapping nor --annotations)")
+    z = p.add_argument_group("zero-shot (no run)")
+    z.add_argument("--zero-shot", metavar="NAMES",
+                   help="localise these classes without training: a .txt of class names (one per line) or a ground truth")
+    z.add_argument("--clip-model", default="ViT-B-16", help="open_clip model of the clip stream (default ViT-B-16)")
+    z.add_argument("--clip-frames", type=int, default=0, metavar="K",
+                   help="evenly spaced frames per snippet for the clip stream (default 0: all)")
+    z.add_argument("--clip-weights", metavar="PATH", help="a local CLIP checkpoint (default: the known download)")
     return p
+
+
+def zero_shot_video(video: Path, args, timer: Timer) -> tuple[dict, dict, Proposals, list[str]]:
+    """``(record, outputs, proposals, names)`` of one video localised from its clip rows alone."""
+    import torch
+
+    from clipae.eval.zero_shot import localize_rows, read_class_names, text_tower
+    from clipae.extractors.base import ExtractorOptions
+    from clipae.pipeline.decode import InputError
+    from clipae.pipeline.extract import ExtractionError, extract_video
+    names = read_class_names(args.zero_shot)
+    with timer.stage("text tower"):
+        tower = text_tower(args.clip_model, None, args.weights_dir, args.random_weights, args.device, args.clip_weights)
+        text = tower.embed(names)
+    options = ExtractorOptions(device=torch.device(args.device), weights_dir=args.weights_dir,
+                               random_weights=args.random_weights, weights_path=args.clip_weights,
+                               extra={"clip_model": args.clip_model, "clip_frames": args.clip_frames})
+    with timer.stage("extract"):
+        try:
+            record, features = extract_video(str(video), ["clip"], SnippetGrid(), options)
+        except (ExtractionError, InputError) as e:
+            raise PredictError(f"{video}: {e}") from None
+    grid = SnippetGrid.from_record(record)
+    with timer.stage("zero-shot + proposals"):
+        outputs, props = localize_rows(features["clip"], text, tower.logit_scale, grid, record.get("duration_s"))
+    return record, outputs, props, names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,14 +218,21 @@ def main(argv: list[str] | None = None) -> int:
     video = Path(args.video)
     timer = Timer()
     try:
-        if not args.run:
-            raise PredictError("no run: pass --run RUN or set CLIPAE_RUN")
         if not video.is_file():
             raise PredictError(f"{video}: no such file")
+        if args.zero_shot:
+            if args.random_weights:
+                print("clipae-localize: WARNING: --random-weights: RANDOM image and text towers; the proposals "
+                      "mean nothing", file=sys.stderr)
+            record, outputs, props, labels = zero_shot_video(video, args, timer)
+            return _report(args, video, record, outputs, props, labels, None, SnippetGrid.from_record(record),
+                           timer, keep_cluster=False)
+        if not args.run:
+            raise PredictError("no run: pass --run RUN or set CLIPAE_RUN (or --zero-shot NAMES)")
         with timer.stage("load run"):
             run = load_trained_run(args.run)
             gt = load_ground_truth(args.annotations) if args.annotations else None
-            mapping = cluster_mapping(run, args.run, gt)
+            mapping = cluster_mapping(run, args.run, gt, args.mapping or default_mapping_method(args.run, gt))
             cfg = proposal_config(run)
             check_random_weights(run, args.random_weights)
         if args.random_weights:
@@ -179,19 +245,27 @@ def main(argv: list[str] | None = None) -> int:
             outputs, props = predict_video(run, features, bool(record.get("has_audio", False)), grid,
                                            record.get("duration_s"), cfg)
         labels = list(run.classes) if mapping is None else mapping.cluster_to_class
-        entries = to_entries(props, labels, keep_cluster=mapping is not None)
-        video_id = video.stem
-        truth = None
-        if gt is not None and (key := canonical_id(video_id, gt.database)) is not None:
-            truth = gt.database[key]["annotations"]
-        if args.output:
-            write_results(args.output, {video_id: entries}, version="clipae-localize")
-        if args.plot:
-            with timer.stage("plot"):
-                plot_timeline(args.plot, outputs, props, labels, grid, record.get("duration_s"), video.name, truth)
+        return _report(args, video, record, outputs, props, labels, gt, grid, timer, keep_cluster=mapping is not None)
     except ERRORS as e:
         print(f"clipae-localize: {e}", file=sys.stderr)
         return 2
+
+
+def _report(args, video: Path, record: dict, outputs: dict, props: Proposals, labels: list[str | None],
+            gt, grid: SnippetGrid, timer: Timer, keep_cluster: bool) -> int:
+    """Write ``-o`` and ``--plot``, print the summary, the table of proposals and the latency."""
+    if args.annotations and gt is None:
+        gt = load_ground_truth(args.annotations)
+    entries = to_entries(props, labels, keep_cluster=keep_cluster)
+    video_id = video.stem
+    truth = None
+    if gt is not None and (key := canonical_id(video_id, gt.database)) is not None:
+        truth = gt.database[key]["annotations"]
+    if args.output:
+        write_results(args.output, {video_id: entries}, version="clipae-localize")
+    if args.plot:
+        with timer.stage("plot"):
+            plot_timeline(args.plot, outputs, props, labels, grid, record.get("duration_s"), video.name, truth)
     audio = "with audio" if record.get("has_audio") else "no audio track"
     duration = record.get("duration_s")
     print(f"{video.name}: {'?' if duration is None else f'{duration:.2f}'} s, {len(outputs['attention'])} snippets, "

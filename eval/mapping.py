@@ -10,6 +10,9 @@ cluster ``k`` carry label ``c`` (a video with several labels counts once for eac
 - ``majority``: each cluster takes its most frequent class (TCAM's protocol); several clusters may
   share a class.
 
+- ``clip-text``: no ground truth at all: each cluster is named by CLIP text
+  (:mod:`clipae.models.naming`, ``clipae-train --class-names``), saved as :data:`NAMES_FILE`.
+
 Under ``majority`` a tie goes to the class first in sorted order and a cluster with no training
 video gets no class (its proposals are left out, and counted, at evaluation). The mapping is saved with
 the run as JSON (:data:`MAPPING_FILE`) and read back by evaluation and localisation; proposals keep
@@ -27,6 +30,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 MAPPING_FILE = "cluster_mapping.json"
+#: the label-free mapping of ``clipae-train --class-names`` (method :data:`CLIP_TEXT`)
+NAMES_FILE = "cluster_names.json"
+CLIP_TEXT = "clip-text"
 
 
 class MappingError(ValueError):
@@ -71,7 +77,8 @@ class ClusterMapping:
     method: str
     classes: list[str]                   # (C,) class names
     cluster_to_class: list[str | None]   # (K,) class of each cluster
-    counts: np.ndarray                   # (K, C) training counts it was built from
+    counts: np.ndarray                   # (K, C) training counts it was built from (zeros for clip-text)
+    similarity: np.ndarray | None = None  # (K, C) cluster-to-name cosine (clip-text only)
 
     def label(self, cluster: int) -> str | None:
         return self.cluster_to_class[cluster]
@@ -84,16 +91,28 @@ class ClusterMapping:
         return hit / total if total else 0.0
 
     def to_json(self) -> dict:
-        return {"method": self.method, "classes": self.classes,
-                "clusters": {str(k): c for k, c in enumerate(self.cluster_to_class)},
-                "counts": self.counts.tolist()}
+        obj = {"method": self.method, "classes": self.classes,
+               "clusters": {str(k): c for k, c in enumerate(self.cluster_to_class)},
+               "counts": self.counts.tolist()}
+        if self.similarity is not None:
+            obj["similarity"] = np.round(self.similarity, 6).tolist()
+        return obj
+
+    def agreement(self, other: "ClusterMapping") -> float:
+        """Share of clusters given the same class by both mappings (e.g. clip-text vs ground truth)."""
+        if len(other.cluster_to_class) != len(self.cluster_to_class):
+            raise MappingError(f"mappings of {len(self.cluster_to_class)} and {len(other.cluster_to_class)} clusters")
+        same = sum(a is not None and a == b for a, b in zip(self.cluster_to_class, other.cluster_to_class))
+        return same / len(self.cluster_to_class)
 
     @classmethod
     def from_json(cls, obj: dict) -> "ClusterMapping":
         try:
             clusters = obj["clusters"]
             mapping = [clusters[str(k)] for k in range(len(clusters))]
-            return cls(obj["method"], list(obj["classes"]), mapping, np.asarray(obj["counts"], dtype=np.int64))
+            similarity = np.asarray(obj["similarity"], dtype=np.float64) if "similarity" in obj else None
+            return cls(obj["method"], list(obj["classes"]), mapping, np.asarray(obj["counts"], dtype=np.int64),
+                       similarity)
         except (KeyError, TypeError) as e:
             raise MappingError(f"not a cluster mapping ({e})") from None
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clipae.eval.mapping import MAPPING_FILE, ClusterMapping, build_mapping
+from clipae.eval.mapping import CLIP_TEXT, MAPPING_FILE, NAMES_FILE, ClusterMapping, MappingError, build_mapping
 from clipae.eval.proposals import ProposalConfig, Proposals, generate_proposals
 from clipae.pipeline.annotations import GroundTruth, canonical_id
 from clipae.pipeline.grid import SnippetGrid
@@ -84,6 +84,11 @@ def cluster_mapping(run, run_dir: str | os.PathLike | None, gt: GroundTruth | No
     """``None`` for a weakly-supervised run; else the saved mapping, or one built and saved."""
     if not getattr(run, "train_assignments", None):
         return None
+    if method == CLIP_TEXT:
+        path = Path(run_dir or ".") / NAMES_FILE
+        if not path.is_file():
+            raise MappingError(f"{path}: no cluster names; train with clipae-train --class-names NAMES")
+        return ClusterMapping.load(path)
     path = Path(run_dir) / MAPPING_FILE if run_dir is not None else None
     if path is not None and path.is_file():
         mapping = ClusterMapping.load(path)
@@ -99,6 +104,14 @@ def cluster_mapping(run, run_dir: str | os.PathLike | None, gt: GroundTruth | No
     if path is not None:
         mapping.save(path)
     return mapping
+
+
+def default_mapping_method(run_dir: str | os.PathLike | None, gt: GroundTruth | None) -> str:
+    """``clip-text`` when there is no ground truth, no saved mapping, but cluster names; else ``hungarian``."""
+    if gt is None and run_dir is not None and not (Path(run_dir) / MAPPING_FILE).is_file() \
+            and (Path(run_dir) / NAMES_FILE).is_file():
+        return CLIP_TEXT
+    return "hungarian"
 
 
 def to_entries(props: Proposals, labels: list[str | None], keep_cluster: bool) -> list[dict]:
@@ -163,6 +176,11 @@ def predict_results(run, manifest: str | os.PathLike, gt: GroundTruth | None = N
         results[vid] = to_entries(props, labels, keep_cluster=mapping is not None)
         total += len(props)
     notes = []
+    if mapping_method == CLIP_TEXT and gt is not None:
+        reference = cluster_mapping(run, None, gt, "hungarian")  # from the ground truth, not saved
+        same = round(mapping.agreement(reference) * len(mapping.cluster_to_class))
+        notes.append(f"clip-text names agree with the ground-truth Hungarian mapping on {same} of "
+                     f"{len(mapping.cluster_to_class)} clusters")
     kept = sum(map(len, results.values()))
     if kept < total:
         notes.append(f"{total - kept} proposals of clusters without a class left out")

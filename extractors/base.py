@@ -105,6 +105,65 @@ def centre_crop(frames: ArrayT, size: int = 224) -> ArrayT:
     return frames[..., top:top + size, left:left + size, :]
 
 
+#: ``--crops``: spatial views per snippet of the visual streams, by name
+CROPS = ("center", "3", "10")
+NUM_VIEWS = {"center": 1, "3": 3, "10": 10}
+
+
+def _flip(x: ArrayT) -> ArrayT:
+    """``(..., H, W, C)`` mirrored left to right."""
+    return x.flip(-2) if isinstance(x, torch.Tensor) else x[..., ::-1, :]
+
+
+def _stack(views: list, like) -> ArrayT:
+    return torch.stack(views, dim=-4) if isinstance(like, torch.Tensor) else np.stack(views, axis=-4)
+
+
+def crop_views(frames: ArrayT, size: int = 224, crops: str = "center", flow: bool = False) -> ArrayT:
+    """The ``--crops`` views of ``(..., H, W, C)`` frames: ``(..., V, size, size, C)``.
+
+    - ``center``: V = 1, :func:`centre_crop`;
+    - ``3``: V = 3 squares along the long side (its start, centre, end), centred on the short side;
+    - ``10``: torchvision's ``TenCrop``: top-left, top-right, bottom-left, bottom-right, centre,
+      then the same five of the horizontally flipped frames.
+
+    ``flow``: the frames are flow fields ``(..., H, W, 2)`` in pixels (x first); a mirrored field
+    also changes the sign of its x component.
+    """
+    h, w = frames.shape[-3], frames.shape[-2]
+    if h < size or w < size:
+        raise ValueError(f"cannot crop {size}x{size} from {h}x{w} frames")
+    if crops == "center":
+        return _stack([centre_crop(frames, size)], frames)
+    if crops == "3":
+        mid_h, mid_w = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+        if w >= h:
+            corners = [(mid_h, 0), (mid_h, mid_w), (mid_h, w - size)]
+        else:
+            corners = [(0, mid_w), (mid_h, mid_w), (h - size, mid_w)]
+        return _stack([frames[..., t:t + size, l:l + size, :] for t, l in corners], frames)
+    if crops != "10":
+        raise OptionsError(f"--crops must be one of {', '.join(CROPS)}, not {crops!r}")
+
+    def five(x):
+        return [x[..., :size, :size, :], x[..., :size, w - size:, :], x[..., h - size:, :size, :],
+                x[..., h - size:, w - size:, :], centre_crop(x, size)]
+
+    flipped = _flip(frames)
+    if flow:
+        sign = torch.tensor([-1.0, 1.0], device=frames.device) if isinstance(frames, torch.Tensor) \
+            else np.array([-1.0, 1.0], dtype=frames.dtype)
+        flipped = flipped * sign
+    return _stack(five(frames) + five(flipped), frames)
+
+
+def merge_views(rows: ArrayT, views: int, keep: bool) -> ArrayT:
+    """``(B*V, dim)`` features of the views of B snippets → ``(B, V, dim)`` if ``keep`` else the
+    mean over the views, ``(B, dim)``."""
+    rows = rows.reshape(-1, views, rows.shape[-1])
+    return rows if keep else rows.mean(1)
+
+
 @dataclass
 class ExtractorOptions:
     """What the command line passes to every extractor (each reads what it needs)."""
@@ -116,6 +175,8 @@ class ExtractorOptions:
     random_weights: bool = False          # ``--random-weights``: explicit random initialisation
     weights_dir: str | None = None        # download cache for known checkpoints
     extra: dict = field(default_factory=dict)  # stream-specific options (``--flow``, ``--clip-model``, ...)
+    crops: str = "center"                  # ``--crops``: spatial views of the visual streams
+    keep_crops: bool = False               # ``--keep-crops``: rows ``(crops, dim)`` instead of their mean
 
 
 class Extractor:
@@ -136,10 +197,36 @@ class Extractor:
     #: besides its own name (e.g. a separate PCA file)
     extra_weights: ClassVar[tuple[str, ...]] = ()
 
+    #: whether the stream honours ``--crops`` / ``--keep-crops`` (:func:`crop_views`, :func:`merge_views`)
+    supports_crops: ClassVar[bool] = False
+
     weights_id: str = "random"
 
     def __init__(self, options: ExtractorOptions) -> None:
         self.options = options
+        if options.crops not in CROPS:
+            raise OptionsError(f"--crops must be one of {', '.join(CROPS)}, not {options.crops!r}")
+        if (options.crops != "center" or options.keep_crops) and "frames" in self.inputs and not self.supports_crops:
+            raise OptionsError(f"stream {self.name} does not take --crops {options.crops}"
+                               f"{' --keep-crops' if options.keep_crops else ''}")
+
+    @property
+    def views(self) -> int:
+        """Spatial views per snippet: ``--crops`` for streams that take crops, else 1."""
+        return NUM_VIEWS[self.options.crops] if self.supports_crops else 1
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """Shape of one snippet's row: ``(dim,)``, or ``(views, dim)`` with ``--keep-crops``."""
+        return (self.views, self.dim) if self.supports_crops and self.options.keep_crops else (self.dim,)
+
+    def crop_settings(self) -> dict:
+        """The ``crops`` entry of a visual stream's :meth:`settings` (part of the ``config_hash``);
+        empty for the default single centre crop, so earlier manifests keep their hash."""
+        if self.options.crops == "center" and not self.options.keep_crops:
+            return {}
+        return {"crops": self.options.crops, "views": self.views,
+                "stored": "per crop (T, crops, dim)" if self.options.keep_crops else "mean over crops"}
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
@@ -155,7 +242,7 @@ class Extractor:
 
     @torch.no_grad()
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
-        """Features of a batch: ``(B, dim)`` float32."""
+        """Features of a batch: ``(B, *row_shape)`` float32 (``(B, dim)`` unless ``--keep-crops``)."""
         raise NotImplementedError
 
 

@@ -11,6 +11,12 @@ i.e. every frame embedding is L2-normalised (CLIP compares embeddings by cosine,
 carry no meaning), averaged over the snippet, and the mean is L2-normalised again: every row has
 unit norm, directly comparable with CLIP text embeddings. ``settings()["normalize"]`` records it.
 
+With ``--crops 3|10`` each frame gives the 224×224 views of
+:func:`clipae.extractors.base.crop_views` (taken from the 256 short side, like the I3D streams)
+instead of open_clip's resize-to-224 and centre crop; a view's row is computed as above, and the
+stored row is the L2-normalised mean of the views' rows ``(512,)``, or every view's row
+``(V, 512)`` with ``--keep-crops``.
+
 Weights are OpenAI's release files (TorchScript archives whose sha256 is part of their URL),
 downloaded into ``--weights-dir`` and checked like every other checkpoint; open_clip's own
 Hugging Face download is not used. ``--weights clip=PATH`` also takes open_clip's
@@ -32,7 +38,7 @@ from PIL import Image
 from torchvision.transforms import Normalize
 
 from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
-                                    autocast_dtype, options_from_extra, precision_name, register_stream)
+                                    autocast_dtype, crop_views, options_from_extra, precision_name, register_stream)
 from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                                      seeded_random_init)
 
@@ -54,6 +60,8 @@ QUICK_GELU = True
 #: integers OpenAI's TorchScript archives keep beside the weights
 OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 NORMALIZE = "l2 per frame, mean over frames, l2 per row"
+#: side of the views of ``--crops 3|10`` (the input size of both ViT-B models)
+CLIP_CROP = 224
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ def create_clip(model_name: str):
 class CLIPExtractor(Extractor):
     dim = 512
     inputs = ("frames",)
+    supports_crops = True
 
     def __init__(self, options: ExtractorOptions) -> None:
         super().__init__(options)
@@ -147,7 +156,7 @@ class CLIPExtractor(Extractor):
         o = self.clip_options
         return {"model": o.clip_model, "quick_gelu": QUICK_GELU, "frames": o.clip_frames or "all",
                 "preprocess": o.clip_preprocess, "normalize": NORMALIZE,
-                "precision": precision_name(self.autocast)}
+                "precision": precision_name(self.autocast), **self.crop_settings()}
 
     def images(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 → (N, 3, 224, 224) float32 on the device, through open_clip's transform."""
@@ -164,9 +173,13 @@ class CLIPExtractor(Extractor):
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
         b, length = batch.frames.shape[:2]
         picked = batch.frames[:, frame_indices(length, self.clip_options.clip_frames)]  # (B, K, H, W, 3)
-        k = picked.shape[1]
-        x = self.images(picked.reshape(b * k, *picked.shape[2:]))
+        if self.options.crops != "center":
+            picked = crop_views(picked, CLIP_CROP, self.options.crops)                  # (B, K, V, 224, 224, 3)
+        k, v = picked.shape[1], self.views
+        x = self.images(picked.reshape(b * k * v, *picked.shape[-3:]))
         with autocast(self.device, self.autocast):
-            emb = self.model.encode_image(x, normalize=True).float()  # (B*K, 512)
-        rows = F.normalize(emb.view(b, k, -1).mean(dim=1), dim=-1)
+            emb = self.model.encode_image(x, normalize=True).float()  # (B*K*V, 512)
+        rows = F.normalize(emb.view(b, k, v, -1).mean(dim=1), dim=-1)  # (B, V, 512)
+        if not self.options.keep_crops:
+            rows = F.normalize(rows.mean(dim=1), dim=-1)
         return rows.cpu().numpy()

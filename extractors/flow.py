@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.optical_flow import raft_large, raft_small
 
-from clipae.extractors.base import OptionsError, centre_crop
+from clipae.extractors.base import NUM_VIEWS, OptionsError, crop_views
 from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                                      seeded_random_init)
 
@@ -59,7 +59,7 @@ def add_flow_arguments(group: argparse._ArgumentGroup) -> None:
                        help=f"optical flow method (default {d.flow}; tvl1 needs {TVL1_INSTALL})")
     group.add_argument("--raft-iters", type=int, default=d.raft_iters,
                        help=f"RAFT recurrent updates per frame pair (default {d.raft_iters})")
-    group.add_argument("--flow-quantize", action="store_true",
+    group.add_argument("--flow-quantize", action=argparse.BooleanOptionalAction, default=d.flow_quantize,
                        help=f"round clipped flow to 8 bits ((f+{FLOW_BOUND:g})*255/{2 * FLOW_BOUND:g}) before "
                             "scaling, as flow stored as JPEG images is")
 
@@ -216,13 +216,15 @@ class TVL1Flow(FlowEstimator):
 # --- snippets -------------------------------------------------------------------------------------
 
 def snippet_flow(estimator: FlowEstimator, frames: np.ndarray, next_frames: np.ndarray, has_next: np.ndarray,
-                 crop: int, device: torch.device) -> torch.Tensor:
-    """Flow fields of a batch of snippets, centre-cropped like the frames, in pixels (not clipped).
+                 crop: int, device: torch.device, crops: str = "center") -> torch.Tensor:
+    """Flow fields of a batch of snippets, cropped like the frames, in pixels (not clipped).
 
     frames (B, L, H, W, 3) uint8, next_frames (B, H, W, 3) uint8, has_next (B,) bool
-    → (B, 2, L, crop, crop) float32 on ``device``: field ``i`` of a snippet is its frame ``i`` →
-    frame ``i + 1``, the last one is frame ``L - 1`` → ``next_frames``. Where ``has_next`` is
-    false the last field repeats field ``L - 2`` (zeros for one-frame snippets).
+    → (B*V, 2, L, crop, crop) float32 on ``device``, the V views of ``crops``
+    (:func:`clipae.extractors.base.crop_views`, mirrored views with x negated) of snippet ``b`` at
+    rows ``b*V .. b*V+V-1``: field ``i`` of a snippet is its frame ``i`` → frame ``i + 1``, the
+    last one is frame ``L - 1`` → ``next_frames``. Where ``has_next`` is false the last field
+    repeats field ``L - 2`` (zeros for one-frame snippets).
     """
     b, length = frames.shape[:2]
     current = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
@@ -232,13 +234,15 @@ def snippet_flow(estimator: FlowEstimator, frames: np.ndarray, next_frames: np.n
     computed[:, -1] = has_next
     pairs = computed.flatten().nonzero().squeeze(1).to(device)
     current, following = current.flatten(0, 1), following.flatten(0, 1)
-    fields = torch.zeros(b * length, crop, crop, 2, device=device)
+    views = NUM_VIEWS[crops]
+    fields = torch.zeros(b * length, views, crop, crop, 2, device=device)
     step = PAIRS_PER_CALL["cuda" if torch.device(device).type == "cuda" else "cpu"]
     for start in range(0, len(pairs), step):
         idx = pairs[start:start + step]
-        fields[idx] = centre_crop(estimator(current[idx], following[idx]).permute(0, 2, 3, 1), crop).to(device)
-    fields = fields.view(b, length, crop, crop, 2)
+        full = estimator(current[idx], following[idx]).permute(0, 2, 3, 1)  # (n, H, W, 2)
+        fields[idx] = crop_views(full, crop, crops, flow=True).to(device)
+    fields = fields.view(b, length, views, crop, crop, 2)
     last = (~has_next).nonzero().squeeze(1).to(device)
     if length > 1 and len(last):
         fields[last, -1] = fields[last, -2]
-    return fields.permute(0, 4, 1, 2, 3)
+    return fields.permute(0, 2, 5, 1, 3, 4).flatten(0, 1)

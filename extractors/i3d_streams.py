@@ -1,11 +1,15 @@
 """The two I3D streams of DESIGN.md: ``i3d_rgb`` and ``i3d_flow`` (1024-d rows each).
 
-Both take a snippet's frames (short side 256), centre-crop them to 224×224 and run the
-Inception-v1 I3D of :mod:`clipae.extractors.i3d` on the whole batch of snippets at once:
+Both take a snippet's frames (short side 256), crop them to 224×224 (the centre, or every view of
+``--crops 3|10``, see :func:`clipae.extractors.base.crop_views`) and run the Inception-v1 I3D of
+:mod:`clipae.extractors.i3d` on the whole batch of snippets (and views) at once:
 
 * ``i3d_rgb``: the L frames, scaled to [-1, 1] → ``(B, 3, L, 224, 224)``.
 * ``i3d_flow``: L flow fields (:mod:`clipae.extractors.flow`) clipped to ±20 and scaled to
   [-1, 1] → ``(B, 2, L, 224, 224)``.
+
+With V views the network sees ``(B*V, C, L, 224, 224)``; the rows are the mean over the views
+``(B, 1024)``, or ``(B, V, 1024)`` with ``--keep-crops``.
 
 On CUDA the I3D runs under ``torch.autocast`` in bfloat16; on the CPU in float32. The
 precision is part of :meth:`settings` (so of the manifest's ``config_hash``).
@@ -19,7 +23,8 @@ import numpy as np
 import torch
 
 from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
-                                    autocast_dtype, centre_crop, options_from_extra, precision_name, register_stream)
+                                    autocast_dtype, crop_views, merge_views, options_from_extra, precision_name,
+                                    register_stream)
 from clipae.extractors.flow import (FLOW_BOUND, RAFT_WEIGHTS, FlowOptions, add_flow_arguments, build_flow,
                                     scale_flow, snippet_flow)
 from clipae.extractors.i3d import FEATURE_DIM, WEIGHTS, i3d, load_i3d_weights
@@ -33,6 +38,7 @@ class I3DStream(Extractor):
 
     dim = FEATURE_DIM
     inputs = ("frames",)
+    supports_crops = True
     modality: ClassVar[str] = ""
     crop: int = CROP  # the network's input size (tests use smaller inputs)
 
@@ -50,19 +56,19 @@ class I3DStream(Extractor):
         self.autocast = autocast_dtype(self.device)
 
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
-        """``(B, C, L, 224, 224)`` float32 in [-1, 1] on the device."""
+        """``(B*V, C, L, 224, 224)`` float32 in [-1, 1] on the device, the V views of a snippet together."""
         raise NotImplementedError
 
     def settings(self) -> dict:
         return {"network": f"i3d_{self.modality}", "crop": self.crop, "feature": "avg_pool after Mixed_5c, time mean",
-                "precision": precision_name(self.autocast)}
+                "precision": precision_name(self.autocast), **self.crop_settings()}
 
     @torch.no_grad()
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
         x = self.network_input(batch)
         with autocast(self.device, self.autocast):
             features = self.net.features(x)
-        return features.float().cpu().numpy()
+        return merge_views(features.float(), self.views, self.options.keep_crops).cpu().numpy()
 
 
 @register_stream("i3d_rgb")
@@ -70,8 +76,9 @@ class I3DRGB(I3DStream):
     modality = "rgb"
 
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
-        frames = torch.from_numpy(np.ascontiguousarray(centre_crop(batch.frames, self.crop))).to(self.device)
-        return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        views = crop_views(batch.frames, self.crop, self.options.crops)  # (B, L, V, 224, 224, 3)
+        frames = torch.from_numpy(np.ascontiguousarray(views)).to(self.device)
+        return frames.permute(0, 2, 5, 1, 3, 4).flatten(0, 1).float() / 127.5 - 1.0
 
 
 @register_stream("i3d_flow")
@@ -93,7 +100,8 @@ class I3DFlow(I3DStream):
         add_flow_arguments(group)
 
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
-        fields = snippet_flow(self.flow, batch.frames, batch.next_frames, batch.has_next, self.crop, self.device)
+        fields = snippet_flow(self.flow, batch.frames, batch.next_frames, batch.has_next, self.crop, self.device,
+                              self.options.crops)  # (B*V, 2, L, 224, 224)
         return scale_flow(fields, FLOW_BOUND, self.flow_options.flow_quantize)
 
     def settings(self) -> dict:

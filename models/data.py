@@ -27,6 +27,12 @@ class DataError(ValueError):
     """Training data that cannot be used (one line)."""
 
 
+def as_rows(a: np.ndarray) -> np.ndarray:
+    """A stream's ``(T, dim)`` rows; a ``(T, crops, dim)`` stream (``clipae-extract --keep-crops``)
+    is averaged over its crops, as extraction does without ``--keep-crops``."""
+    return np.asarray(a, dtype=np.float32).mean(axis=1) if a.ndim == 3 else a
+
+
 def _examples(names: list[str], n: int = 3) -> str:
     shown = ", ".join(names[:n])
     return shown + (", ..." if len(names) > n else "")
@@ -71,7 +77,7 @@ class FeatureStore:
             key = (video_id, s)
             if key not in self._maps:
                 rec = self.records[video_id]
-                a = load_stream(self.manifest_path, rec, s)
+                a = as_rows(load_stream(self.manifest_path, rec, s))
                 n = int(rec["num_snippets"])
                 if a.ndim != 2 or a.shape[0] != n:
                     raise DataError(f"{video_id}: {s} has shape {a.shape}, the manifest says {n} snippets")

@@ -26,7 +26,7 @@ import yaml
 
 from clipae.models.clipae import CLIPAE, build_model
 from clipae.models.config import Config, config_from_dict
-from clipae.models.data import FeatureStore, collate
+from clipae.models.data import FeatureStore, as_rows, collate
 from clipae.models.train import CHECKPOINT, RunError
 
 
@@ -52,7 +52,7 @@ class TrainedRun:
         for s, d in self.dims.items():
             if s not in features:
                 raise RunError(f"the run needs stream {s!r}; given: {', '.join(sorted(features)) or 'none'}")
-            a = np.array(features[s], dtype=np.float32)  # a writable copy
+            a = np.array(as_rows(np.asarray(features[s])), dtype=np.float32)  # a writable copy
             if a.ndim != 2 or a.shape[1] != d:
                 raise RunError(f"stream {s!r} must be (T, {d}), got {a.shape}")
             lengths.add(a.shape[0])

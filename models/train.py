@@ -411,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true",
                    help="draw rounds.csv / metrics.csv into RUN/training.png when training ends")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--class-names", metavar="NAMES",
+                   help="after training, name each cluster by CLIP text (a .txt of names, or a ground truth): "
+                        "RUN/cluster_names.json, used by clipae-eval --mapping clip-text and clipae-localize")
+    p.add_argument("--weights-dir", help="checkpoints folder of the clip stream's CLIP (for --class-names)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random text tower for --class-names, for clip features made with --random-weights")
     return p
 
 
@@ -496,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot and d.main:
             from clipae.models.plot import plot_run
             trainer.log(f"diagnostics drawn: {plot_run(trainer.out)}")
+        if args.class_names and d.main:
+            from clipae.models.naming import name_after_training
+            print(name_after_training(args.out, args.manifest, args.class_names, args.weights_dir, args.random_weights))
     except (ConfigError, DataError, AnnotationError, RunError) as e:
         print(f"clipae-train: error: {e}", file=sys.stderr)
         return 2

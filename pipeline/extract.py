@@ -167,12 +167,13 @@ def _trim_heap() -> None:
 
 
 def _stream_rows(name: str, ex: Extractor, batch: SnippetBatch) -> np.ndarray:
-    """``(len(batch), ex.dim)`` float32 rows of one stream; zeros for an audio stream on a batch without audio."""
+    """``(len(batch), *ex.row_shape)`` float32 rows of one stream (``(B, dim)``, or ``(B, crops, dim)``
+    with ``--keep-crops``); zeros for an audio stream on a batch without audio."""
     if "audio" in ex.inputs and batch.audio is None:
-        return np.zeros((len(batch), ex.dim), np.float32)  # no audio track: masked later
+        return np.zeros((len(batch), *ex.row_shape), np.float32)  # no audio track: masked later
     rows = np.asarray(ex(batch), dtype=np.float32)
-    if rows.shape != (len(batch), ex.dim):
-        raise RuntimeError(f"stream {name} returned {rows.shape} for {len(batch)} snippets of dim {ex.dim}")
+    if rows.shape != (len(batch), *ex.row_shape):
+        raise RuntimeError(f"stream {name} returned {rows.shape} for {len(batch)} snippets of shape {ex.row_shape}")
     return rows
 
 
@@ -360,6 +361,7 @@ class RunConfig:
     decoders: tuple[str, ...] = DEFAULT_DECODERS  # video decoders, tried in this order
     decode_workers: int | None = 0  # processes decoding videos side by side; 0: a thread; None: auto
     cross_video_batches: bool = True  # short videos share network batches
+    preset: dict | None = None  # ``--preset``: its name and the options that overrode it (manifest)
 
 
 @dataclass
@@ -402,7 +404,7 @@ def _file_matches(out: Path, record: dict, name: str) -> bool:
         array = np.load(out / entry["path"], mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, KeyError):
         return False
-    return array.shape == (record["num_snippets"], entry.get("dim"))
+    return array.shape[:1] == (record["num_snippets"],) and array.shape[-1] == entry.get("dim") and array.ndim in (2, 3)
 
 
 def _same_grid(record: dict, grid: SnippetGrid) -> bool:
@@ -518,6 +520,8 @@ class Runner:
             extractors = {n: self.extractors[n] for n in plan.streams}
             fresh = video_record(plan.path, result.facts, extractors, cfg.grid, cfg.frame_settings, cfg.audio_settings)
             fresh["video_id"] = plan.video_id
+            if cfg.preset is not None:
+                fresh["preset"] = cfg.preset
             for name, array in result.features.items():
                 rel = f"features/{name}/{plan.video_id}.npy"
                 mf.save_array_atomic(self.out / rel, array)

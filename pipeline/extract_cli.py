@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from clipae.extractors.base import ExtractorOptions, available_streams, get_stream
+from clipae.extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
 from clipae.pipeline.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.presets import PRESETS, describe, get_preset, manifest_entry
 from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
 
 PROG = "clipae-extract"
@@ -28,6 +29,9 @@ def _plugin_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-module", action="append", default=[], metavar="MODULE",
                    help="import MODULE first: a module outside clipae that registers more streams "
                         "with @register_stream (repeatable)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="extract like a public feature set: sets the defaults of the grid, resize, crops, flow "
+                        f"and streams (explicit options win); 'list' prints them with sources ({', '.join(PRESETS)})")
     return p
 
 
@@ -48,6 +52,14 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
     parser.add_argument("--fps", type=float, default=SnippetGrid.fps, help="frames per second of the grid (default: %(default)s)")
     parser.add_argument("--snippet-length", type=int, default=SnippetGrid.length, help="frames per snippet (default: %(default)s)")
     parser.add_argument("--snippet-stride", type=int, default=SnippetGrid.stride, help="frames between snippet starts (default: %(default)s)")
+    parser.add_argument("--short-side", type=int, default=FrameSettings.short_side, metavar="PIXELS",
+                        help="frames are resized so their short side is this (default: %(default)s)")
+    parser.add_argument("--crops", choices=CROPS, default="center",
+                        help="spatial views of the visual streams: center, 3 (start, centre, end of the long side) "
+                             "or 10 (four corners and centre, and the same of the flipped frame, as torchvision's "
+                             "TenCrop) (default: %(default)s)")
+    parser.add_argument("--keep-crops", action="store_true",
+                        help="store every crop, (T, crops, dim), instead of their mean (T, dim)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device; under torchrun 'cuda' means cuda:LOCAL_RANK (default here: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="snippets per network call (default: %(default)s)")
@@ -121,6 +133,8 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         grid = SnippetGrid(args.fps, args.snippet_length, args.snippet_stride)
     except ValueError as e:
         raise ExtractionError(str(e)) from None
+    if args.short_side < 1:
+        raise ExtractionError(f"--short-side must be positive, not {args.short_side}")
     decoders = tuple(d.strip() for d in args.decoders.split(",") if d.strip())
     try:
         backends_named(decoders or ("",))
@@ -137,12 +151,14 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         raise ExtractionError(f"--device {args.device}: {e}") from None
     options = {name: ExtractorOptions(device=device, batch_size=args.batch_size, weights_path=weights.get(name),
                                       weights_paths=dict(weights), random_weights=args.random_weights,
-                                      weights_dir=args.weights_dir,
+                                      weights_dir=args.weights_dir, crops=args.crops, keep_crops=args.keep_crops,
                                       extra={d: getattr(args, d) for d in stream_dests[name]})
                for name in streams}
+    preset = manifest_entry(get_preset(args.preset), vars(args)) if args.preset else None
     return RunConfig(videos=find_videos(args.videos), out=Path(args.out), streams=streams, grid=grid,
                      options=options, overwrite=args.overwrite,
-                     progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings(),
+                     progress=not args.quiet and sys.stderr.isatty(),
+                     frame_settings=FrameSettings(short_side=args.short_side), preset=preset,
                      decoders=decoders, decode_workers=decode_workers,
                      cross_video_batches=not args.per_video_batches)
 
@@ -150,18 +166,34 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
 def parser_for(argv: list[str], prog: str = PROG, with_out: bool = True
                ) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     """:func:`build_parser` after importing the ``--stream-module`` modules named in ``argv``
-    (their streams' options must be known before parsing)."""
+    (their streams' options must be known before parsing), with the defaults of ``--preset``."""
     plugins, _ = _plugin_parser().parse_known_args(argv)
     for module in plugins.stream_module:
         try:
             importlib.import_module(module)
         except ImportError as e:
             raise ExtractionError(f"--stream-module {module}: {e}") from None
-    return build_parser(prog, with_out)
+    parser, stream_dests = build_parser(prog, with_out)
+    if plugins.preset and plugins.preset != "list":
+        try:
+            preset = get_preset(plugins.preset)
+        except KeyError as e:
+            raise ExtractionError(f"--preset: {e.args[0]}") from None
+        parser.set_defaults(**preset.options)  # an option given explicitly still wins
+    return parser, stream_dests
+
+
+def print_presets() -> None:
+    for preset in PRESETS.values():
+        print("\n".join(describe(preset)))
+        print()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if _plugin_parser().parse_known_args(argv)[0].preset == "list":
+        print_presets()
+        return 0
     try:
         parser, stream_dests = parser_for(argv)
     except ExtractionError as e:

@@ -32,7 +32,7 @@ def stand_ins(monkeypatch, tmp_path):
     """Model and extraction stages replaced by stand-ins; returns (set_run, options seen, video)."""
     seen = []
 
-    def extract_video(path, streams, grid, options):
+    def extract_video(path, streams, grid, options, frame_settings=None):
         seen.append(options)
         rgb = np.zeros((T, 4), np.float32)
         rgb[5:10, 0] = 1.0
