@@ -240,7 +240,7 @@ class Cell:
 
 
 def _pm(values, scale=1.0, digits=1) -> str:
-    if not values:
+    if len(values) == 0:
         return "-"
     a = np.asarray(values, dtype=np.float64) * scale
     return f"{a.mean():.{digits}f}±{a.std():.{digits}f}"
