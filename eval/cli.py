@@ -82,9 +82,21 @@ def _predict(args) -> tuple[dict, object, str]:
     return results, gt, subset
 
 
+def _check_json_folder(path: str | None) -> None:
+    """``--json`` names a file in an existing folder (checked before the scoring, not after)."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ResultsError(f"--json {path}: no such folder {folder}")
+    if Path(path).is_dir():
+        raise ResultsError(f"--json {path}: is a folder, not a file")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        _check_json_folder(args.json)
         if args.run:
             results, gt, subset = _predict(args)
             if gt is None:
@@ -110,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(inputs.classes)} classes, subset {subset}, protocol {args.protocol} ({elapsed:.2f} s)")
     print(result.table(per_class=args.per_class))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        try:
+            Path(args.json).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        except OSError as e:
+            print(f"clipae-eval: cannot write --json {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 2
     return 0
 
 
