@@ -15,6 +15,7 @@ import pytest
 
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
+from clipae.extractors.base import Extractor, register_stream
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.extract_cli import main
 
@@ -325,3 +326,44 @@ def test_output_files_honour_the_umask(videos, tmp_path, capsys, umask):
     assert len(files) == 6
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+
+
+# --------------------------------------------------------------------------- non-finite features
+
+@register_stream("toy_nan_on_red")
+class NaNOnRed(Extractor):
+    """NaN rows for red snippets, like a network that overflows on some inputs only."""
+    dim = 2
+    inputs = ("frames",)
+
+    def __call__(self, batch):
+        red = batch.frames[..., 0].mean(axis=(1, 2, 3)) > 200
+        rows = np.zeros((len(batch), 2), np.float32)
+        rows[red] = np.nan
+        return rows
+
+
+def test_non_finite_features_fail_their_video_only(videos, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    shutil.copytree(videos, folder)
+    videogen.make_colour_video(folder / "red.mp4", [("red", 0.6, 25)])
+    out = tmp_path / "out"
+    rc, stdout, stderr = run_cli(capsys, folder, out, "--stream-module", "toy_streams", "--streams", "toy_nan_on_red",
+                                 "--batch-size", "8", "--quiet")
+    assert rc == 1 and "Traceback" not in stdout + stderr
+    assert "failed red: non-finite values in toy_nan_on_red (2 of 2 values are NaN or infinite)" in stdout
+    assert "2 ok, 1 failed" in stdout                     # the videos sharing its batch are not harmed
+    records = assert_agree(out)
+    assert records["red"]["status"] == "failed" and not (out / "features" / "toy_nan_on_red" / "red.npy").exists()
+
+
+def test_i3d_weights_full_of_nan_fail_every_video(videos, tmp_path, capsys):
+    import torch
+    from clipae.extractors.i3d import i3d
+    state = {k: torch.full_like(v, float("nan")) for k, v in i3d("rgb").state_dict().items()
+             if v.is_floating_point()}
+    torch.save(state, tmp_path / "nan.pt")
+    rc, stdout, stderr = run_cli(capsys, videos / "two.mp4", tmp_path / "out", "--streams", "i3d_rgb",
+                                 "--weights", f"i3d_rgb={tmp_path / 'nan.pt'}", "--quiet")
+    assert rc == 1 and "Traceback" not in stdout + stderr
+    assert "failed two: non-finite values in i3d_rgb (2048 of 2048 values are NaN or infinite)" in stdout
