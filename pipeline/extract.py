@@ -507,7 +507,11 @@ class Runner:
                 except mf.OutputError as e:
                     summary.stopped = str(e)
             ranks.barrier()
-            _, last_ok = mf.last_records(self.out / mf.MANIFEST_NAME)
+            try:
+                _, last_ok = mf.last_records(self.out / mf.MANIFEST_NAME)
+            except OSError as e:
+                raise ExtractionError(f"cannot read {e.filename or self.out / mf.MANIFEST_NAME}: "
+                                      f"{e.strerror or e}") from None
             wanted = {n: stream_settings(ex, cfg.frame_settings, cfg.audio_settings) for n, ex in self.extractors.items()}
             plans = [plan_video(vid, path, last_ok.get(vid), wanted, cfg.grid, self.out, cfg.overwrite,
                                 mf.source_binding(path, cfg.hash_sources))

@@ -292,6 +292,13 @@ def test_out_below_a_plain_file(videos, tmp_path, capsys):
     assert "0 ok, 0 failed, 0 already done" in stdout
 
 
+def test_an_unreadable_manifest_is_one_line(videos, tmp_path, capsys):
+    (tmp_path / "out" / mf.MANIFEST_NAME).mkdir(parents=True)
+    rc, stdout, stderr = run_cli(capsys, videos, tmp_path / "out", *TOYS)
+    assert rc == 2 and "Traceback" not in stdout + stderr
+    assert stderr == f"clipae-extract: error: cannot read {tmp_path / 'out' / mf.MANIFEST_NAME}: Is a directory\n"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_out(videos, reference, tmp_path, capsys):
     out = tmp_path / "out"
