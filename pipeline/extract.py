@@ -655,7 +655,8 @@ def _check_unique(videos: list[tuple[str, Path]]) -> None:
 
 def _remove_partial_files(out: Path) -> None:
     """Temporary files (features, merged manifest) left by a run that was killed while writing."""
-    for folder in [out, *(p for p in (out / "features").glob("*") if p.is_dir())]:
+    mf.remove_partial_files(out, mf.MANIFEST_NAME)
+    for folder in (p for p in (out / "features").glob("*") if p.is_dir()):
         mf.remove_partial_files(folder)
 
 

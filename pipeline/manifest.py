@@ -184,9 +184,9 @@ def file_matches_digest(path: str | os.PathLike, sha256: str | None) -> bool:
         return False
 
 
-def remove_partial_files(folder: str | os.PathLike) -> None:
-    """Temporary files left in ``folder`` by a run that was killed while writing."""
-    for tmp in Path(folder).glob(".*.tmp"):
+def remove_partial_files(folder: str | os.PathLike, name: str = "*") -> None:
+    """Temporary files of ``name`` (a glob) left in ``folder`` by a run that was killed while writing."""
+    for tmp in Path(folder).glob(f".{name}.*tmp"):
         try:
             tmp.unlink()
         except FileNotFoundError:

@@ -118,6 +118,18 @@ def test_extraction_resumes_over_a_torn_line(videos, reference, tmp_path, capsys
     assert_same_as(out, reference["1"])
 
 
+def test_temporary_files_of_a_killed_run_are_removed(videos, reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(reference["1"], out)
+    left = [out / "features" / "toy_colour" / ".one.npy.0badf00d.tmp", out / ".manifest.jsonl.12345678.tmp",
+            out / "features" / "toy_rms" / ".two.abcd.npy.tmp"]          # the names an older version used
+    for p in left:
+        p.write_bytes(b"partial")
+    (out / ".notes.tmp").write_text("not ours")
+    assert "0 ok, 0 failed, 2 already done" in run_cli(capsys, videos, out, *TOYS)[1]
+    assert not any(p.exists() for p in left) and (out / ".notes.tmp").exists()
+
+
 # --------------------------------------------------------------------------- sources and files
 
 def test_another_video_with_the_same_name_is_not_already_done(videos, reference, tmp_path, capsys):
