@@ -49,26 +49,23 @@ def iter_lines(path: str | os.PathLike) -> Iterator[dict]:
     object with a ``video_id`` (a torn line an older version appended to) are skipped; one
     warning per call says how many and where.
     """
-    with open(path, "rb") as f:
-        data = f.read()
     skipped: list[int] = []
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        if number == len(lines):  # after the last newline: empty, or a torn line
-            if raw.strip():
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            if not raw.endswith(b"\n"):  # the last line, torn
                 skipped.append(number)
-            break
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            skipped.append(number)
-            continue
-        if not isinstance(rec, dict) or not isinstance(rec.get("video_id"), str):
-            skipped.append(number)
-            continue
-        yield rec
+                break
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                skipped.append(number)
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("video_id"), str):
+                skipped.append(number)
+                continue
+            yield rec
     if skipped:
         shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
         log.warning(f"warning: {path}: skipped {len(skipped)} incomplete or unreadable line(s) (line {shown}), "
