@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except ERRORS as e:
         print(f"clipae-eval: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file that cannot be read or written (no permission, disk full, a file as folder)
+        print(f"clipae-eval: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(inputs.pred_score)} predictions, {len(inputs.gt_class)} ground-truth instances, "
