@@ -119,9 +119,21 @@ def _predict_zero_shot(args) -> tuple[dict, object, str]:
     return results, gt, subset
 
 
+def _check_json_folder(path: str | None) -> None:
+    """``--json`` names a file in an existing folder (checked before the scoring, not after)."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ResultsError(f"--json {path}: no such folder {folder}")
+    if Path(path).is_dir():
+        raise ResultsError(f"--json {path}: is a folder, not a file")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        _check_json_folder(args.json)
         if args.run or args.zero_shot:
             if args.random_weights and not args.zero_shot:
                 raise PredictError("--random-weights is an option of --zero-shot")
@@ -143,13 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     except ERRORS as e:
         print(f"clipae-eval: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file that cannot be read or written (no permission, disk full, a file as folder)
+        print(f"clipae-eval: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(inputs.pred_score)} predictions, {len(inputs.gt_class)} ground-truth instances, "
           f"{len(inputs.classes)} classes, subset {subset}, protocol {args.protocol} ({elapsed:.2f} s)")
     print(result.table(per_class=args.per_class))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        try:
+            Path(args.json).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        except OSError as e:
+            print(f"clipae-eval: cannot write --json {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 2
     return 0
 
 

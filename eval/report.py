@@ -69,8 +69,8 @@ def parse_tious(text: str) -> np.ndarray:
             values = np.array([float(x) for x in text.split(",")])
     except ValueError:
         raise TiouError(f"--tiou {text!r}: expected start:stop:step or a comma-separated list") from None
-    if not np.all((values >= 0) & (values <= 1)):
-        raise TiouError(f"--tiou {text!r}: thresholds must lie in [0, 1]")
+    if not np.all((values > 0) & (values <= 1)):  # at 0 every prediction would match, overlapping or not
+        raise TiouError(f"--tiou {text!r}: thresholds must lie in (0, 1]")
     return values
 
 

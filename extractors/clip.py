@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,8 @@ from torchvision.transforms import Normalize
 
 from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
                                     autocast_dtype, crop_views, options_from_extra, precision_name, register_stream)
-from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
+from clipae.pipeline.torchscript import TorchScriptError, is_torchscript, read_state_dict
+from clipae.pipeline.weights import (WeightsError, WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                                      seeded_random_init)
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models/"
@@ -82,19 +82,15 @@ def frame_indices(length: int, k: int) -> np.ndarray:
     return ((np.arange(k) + 0.5) * length / k).astype(np.int64)
 
 
-def _is_torchscript(path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in z.namelist())
-
-
 def load_clip_state(path) -> dict:
-    """A CLIP state dict from OpenAI's TorchScript release (read with ``torch.jit.load``: only its
-    tensors are taken, no Python code from the file runs), a ``.safetensors`` file or a plain
-    PyTorch state dict (``weights_only``). OpenAI's metadata integers are dropped."""
-    if _is_torchscript(path):
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    """A CLIP state dict from OpenAI's TorchScript release (its tensor records read directly,
+    :mod:`clipae.pipeline.torchscript`: none of the archive's code runs), a ``.safetensors`` file
+    or a plain PyTorch state dict (``weights_only``). OpenAI's metadata integers are dropped."""
+    if is_torchscript(path):
+        try:
+            state = read_state_dict(path)
+        except TorchScriptError as e:
+            raise WeightsError(f"cannot load {path} as a TorchScript CLIP checkpoint: {e}") from None
     elif str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
         state = load_file(str(path))

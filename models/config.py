@@ -8,6 +8,7 @@ explained in ``models/README.md``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -117,11 +118,11 @@ class Config:
             raise ConfigError(f"data.val_fraction must be in [0, 1), not {self.data.val_fraction}")
         if len(self.data.streams.cbp) != 2:
             raise ConfigError("data.streams.cbp must name exactly two streams (RGB and flow)")
-        for name in ("rounds", "epochs_per_round", "batch_size"):
-            if getattr(self.train, name) < 1:
-                raise ConfigError(f"train.{name} must be at least 1")
-        if self.model.caf_stages < 1:
-            raise ConfigError("model.caf_stages must be at least 1")
+        for key, (low, low_open, high, high_open) in RANGES.items():
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if value is not None and not _within(value, low, low_open, high, high_open):
+                raise ConfigError(f"{key} must be {_describe(low, low_open, high, high_open)}, not {value!r}")
         return self
 
     def required_streams(self) -> list[str]:
@@ -132,6 +133,51 @@ class Config:
         if self.model.use_caf:
             names.append(self.data.streams.audio)
         return names
+
+
+#: allowed values of the numeric fields: ``key: (low, low excluded, high, high excluded)``, None = unbounded
+RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "data.num_segments": (1, False, None, False),
+    "model.caf_dim": (1, False, None, False),
+    "model.caf_stages": (1, False, None, False),
+    "model.ccp_dim": (1, False, None, False),
+    "model.hidden_dim": (1, False, None, False),
+    "model.attention_dim": (1, False, None, False),
+    "model.dropout": (0, False, 1, True),
+    "loss.topk_ratio": (1, False, None, False),
+    "loss.attention_l1": (0, False, None, False),
+    "loss.collab_weight": (0, False, None, False),
+    "loss.collab_threshold": (0, False, 1, False),
+    "loss.collab_warmup_epochs": (0, False, None, False),
+    "loss.ssl_weight": (0, False, None, False),
+    "loss.temperature": (0, True, None, False),
+    "loss.bank_momentum": (0, False, 1, False),
+    "cluster.num_clusters": (2, False, None, False),   # None: as many as the ground truth has classes
+    "cluster.n_init": (1, False, None, False),
+    "train.rounds": (1, False, None, False),
+    "train.epochs_per_round": (1, False, None, False),
+    "train.batch_size": (1, False, None, False),
+    "train.lr": (0, True, None, False),
+    "train.weight_decay": (0, False, None, False),
+    "train.seed": (0, False, None, False),
+    "train.num_workers": (0, False, None, False),
+    "train.threads": (0, False, None, False),
+}
+
+
+def _within(value: float, low, low_open: bool, high, high_open: bool) -> bool:
+    """Whether ``value`` is a finite number in the range (NaN and infinities never are)."""
+    if not math.isfinite(value):
+        return False
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return high is None or (value < high if high_open else value <= high)
+
+
+def _describe(low, low_open: bool, high, high_open: bool) -> str:
+    if high is None:
+        return f"{'greater than' if low_open else 'at least'} {low}"
+    return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
 def _coerce(value, tp, where: str):

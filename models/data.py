@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from clipae.pipeline.annotations import GroundTruth, canonical_id
 from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.manifest import load_stream, read_manifest
+from clipae.pipeline.manifest import load_stream, read_manifest, stream_path
 
 
 class DataError(ValueError):
@@ -90,6 +90,11 @@ class FeatureStore:
 
     def num_snippets(self, video_id: str) -> int:
         return int(self.records[video_id]["num_snippets"])
+
+
+def load_stream_path(store: FeatureStore, video_id: str, stream: str) -> Path:
+    """The feature file of one video's stream."""
+    return stream_path(store.manifest_path, store.records[video_id], stream)
 
 
 def extraction_settings(store: FeatureStore, video_ids: list[str], streams: list[str]) -> dict:
@@ -195,6 +200,7 @@ def compute_feature_stats(store: FeatureStore, video_ids: list[str], streams: li
     """Per-stream, per-dimension mean and std over all training snippets (float64 sums).
 
     Audio statistics skip videos without an audio track (their rows are placeholder zeros).
+    Every row is read here, so a video with NaN or infinite values is refused here, by name.
     """
     stats = {}
     for s in streams:
@@ -203,6 +209,9 @@ def compute_feature_stats(store: FeatureStore, video_ids: list[str], streams: li
             if s == audio_stream and not store.has_audio(v):
                 continue
             a = np.asarray(store.load(v, [s])[s], dtype=np.float64)
+            if not np.isfinite(a).all():
+                raise DataError(f"{v}: non-finite values in {s} ({load_stream_path(store, v, s)}); "
+                                "extract this video again")
             total = a.sum(0) if total is None else total + a.sum(0)
             sq = (a * a).sum(0) if sq is None else sq + (a * a).sum(0)
             n += a.shape[0]

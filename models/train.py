@@ -333,6 +333,7 @@ class Trainer:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             out = self.net(batch)
             parts = self.loss(out, batch["labels"], batch["index"], collab_on)
+            self._check_finite(parts["total"], r, e)
             self.optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
             self.optimizer.step()
@@ -342,6 +343,16 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             count += b
         return {k: v / count for k, v in sums.items()}
+
+    def _check_finite(self, loss: torch.Tensor, r: int, e: int) -> None:
+        """Stop before a NaN or infinite loss reaches the weights (every rank stops together);
+        the checkpoint of the last finished epoch stays as it was."""
+        finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+        if self.dist.world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite.item()):
+            raise RunError(f"round {r}, epoch {e}: the training loss became {float(loss.detach())}; "
+                           "lower train.lr or check the features")
 
     def after_epoch(self, r: int, e: int) -> None:
         """Called once an epoch's checkpoint is on disk (a hook for tests and tooling)."""

@@ -39,6 +39,12 @@ TRUNCATION_TOLERANCE_S = 1.0
 TRUNCATION_TOLERANCE_FRACTION = 0.05
 #: native-size frames resized in one call (bounds memory at high resolutions)
 RESIZE_BYTES = 32 << 20
+#: longest side a resized frame may have (4:1 at the default short side of 256); a video whose
+#: frames would be longer fails before decoding, so no single video can exhaust memory
+#: (docs/robustness.md gives the memory this allows)
+MAX_LONG_SIDE = 1024
+#: largest source frame decoded, in pixels (8192 x 8192, ~200 MB as RGB)
+MAX_SOURCE_PIXELS = 8192 * 8192
 
 
 class InputError(Exception):
@@ -277,15 +283,33 @@ def source_indices(times: np.ndarray, fps: float, num_targets: int) -> np.ndarra
     return np.clip(np.searchsorted(times, centres - 1e-6, side="left") - 1, 0, len(times) - 1)
 
 
+def resized_size(h: int, w: int, short_side: int) -> tuple[int, int]:
+    """``(H, W)`` of an ``h x w`` frame resized so its short side is ``short_side`` (torchvision's size rule)."""
+    if min(h, w) == short_side:
+        return h, w
+    if h <= w:
+        return short_side, int(short_side * w / h)
+    return int(short_side * h / w), short_side
+
+
+def check_frame_size(info: "MediaInfo", short_side: int) -> None:
+    """A :class:`DecodeError` for frames too large to decode or, once resized, longer than
+    :data:`MAX_LONG_SIDE` (an extreme aspect ratio)."""
+    if info.width * info.height > MAX_SOURCE_PIXELS:
+        raise DecodeError(f"frames of {info.width}x{info.height} pixels exceed the limit of {MAX_SOURCE_PIXELS} pixels")
+    h, w = resized_size(info.height, info.width, short_side)
+    if max(h, w) > MAX_LONG_SIDE:
+        raise DecodeError(f"frames of {info.width}x{info.height} would be {w}x{h} with the short side at {short_side}; "
+                          f"the long side is limited to {MAX_LONG_SIDE} (aspect ratio up to "
+                          f"{MAX_LONG_SIDE / short_side:g}:1)")
+
+
 def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
     """``(n, H, W, 3)`` uint8 resized so ``min(H, W) == short_side`` (torchvision's size rule)."""
     h, w = frames.shape[1:3]
     if min(h, w) == short_side:
         return np.ascontiguousarray(frames)
-    if h <= w:
-        size = (short_side, int(short_side * w / h))
-    else:
-        size = (int(short_side * h / w), short_side)
+    size = resized_size(h, w, short_side)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2)
     y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     return y.permute(0, 2, 3, 1).contiguous().numpy()
@@ -333,6 +357,7 @@ class VideoDecoder:
 
     def open(self) -> VideoTiming:
         self.info = probe(self.path)
+        check_frame_size(self.info, self.settings.short_side)
         self._times = frame_times(self.path, self.info)
         duration = video_duration(self._times, self.info.average_fps)
         declared = self.info.declared_duration_s

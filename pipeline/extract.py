@@ -12,6 +12,7 @@ streams exist.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -49,6 +50,10 @@ INNER_BAR_SNIPPETS = 256
 
 class ExtractionError(Exception):
     """A problem with the run as a whole (bad arguments, unreadable video list); one line."""
+
+
+class NonFiniteError(InputError):
+    """A stream produced NaN or infinite values for a video (the video fails; nothing is written)."""
 
 
 # --------------------------------------------------------------------------- streams and settings
@@ -174,6 +179,10 @@ def _stream_rows(name: str, ex: Extractor, batch: SnippetBatch) -> np.ndarray:
     rows = np.asarray(ex(batch), dtype=np.float32)
     if rows.shape != (len(batch), *ex.row_shape):
         raise RuntimeError(f"stream {name} returned {rows.shape} for {len(batch)} snippets of shape {ex.row_shape}")
+    finite = np.isfinite(rows)
+    if not finite.all():
+        raise NonFiniteError(f"non-finite values in {name} ({finite.size - int(finite.sum())} of {finite.size} "
+                             "values are NaN or infinite)")
     return rows
 
 
@@ -362,6 +371,7 @@ class RunConfig:
     decode_workers: int | None = 0  # processes decoding videos side by side; 0: a thread; None: auto
     cross_video_batches: bool = True  # short videos share network batches
     preset: dict | None = None  # ``--preset``: its name and the options that overrode it (manifest)
+    hash_sources: bool = False  # bind lines to their video's sha256 too (reads every video on every run)
 
 
 @dataclass
@@ -373,12 +383,13 @@ class Summary:
     video_s: float = 0.0
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    stopped: str = ""  # why the run stopped early (an output file could not be written), else ""
 
     @classmethod
     def combine(cls, parts: list["Summary"]) -> "Summary":
         return cls(sum(p.ok for p in parts), sum(p.failed for p in parts), sum(p.skipped for p in parts),
                    sum(p.snippets for p in parts), sum(p.video_s for p in parts), max(p.wall_s for p in parts),
-                   [f for p in parts for f in p.failures])
+                   [f for p in parts for f in p.failures], next((p.stopped for p in parts if p.stopped), ""))
 
     def lines(self) -> list[str]:
         speed = f" ({self.video_s / self.wall_s:.2f}x real time)" if self.wall_s > 0 and self.video_s else ""
@@ -396,15 +407,21 @@ class VideoPlan:
     streams: list[str]
     keep: dict[str, dict] = field(default_factory=dict)
     base: dict | None = None  # the last ok line the kept streams come from
+    source: dict | None = None  # the video file as seen now (:func:`clipae.pipeline.manifest.source_binding`)
 
 
 def _file_matches(out: Path, record: dict, name: str) -> bool:
+    """The stream's file has the line's shape and, where the line records one, its sha256."""
     entry = record["streams"][name]
     try:
         array = np.load(out / entry["path"], mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, KeyError):
+        shape = array.shape
+        del array
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    return array.shape[:1] == (record["num_snippets"],) and array.shape[-1] == entry.get("dim") and array.ndim in (2, 3)
+    if shape[:1] != (record["num_snippets"],) or shape[-1] != entry.get("dim") or len(shape) not in (2, 3):
+        return False
+    return "sha256" not in entry or mf.file_matches_digest(out / entry["path"], entry["sha256"])
 
 
 def _same_grid(record: dict, grid: SnippetGrid) -> bool:
@@ -415,22 +432,31 @@ def _same_grid(record: dict, grid: SnippetGrid) -> bool:
 
 
 def plan_video(video_id: str, path: Path, last_ok: dict | None, wanted: Mapping[str, dict], grid: SnippetGrid,
-               out: Path, overwrite: bool) -> VideoPlan:
+               out: Path, overwrite: bool, source: dict | None = None) -> VideoPlan:
     """Compare the requested streams' settings with the video's last ok line.
 
-    Streams of that line that were not requested stay untouched; requested ones with identical
-    settings and an intact file are kept; the rest are extracted. Nothing to extract: skip.
-    A line on another grid is not reused at all.
+    source: the video file as seen now (:func:`clipae.pipeline.manifest.source_binding`)
+
+    A requested stream is kept only when the line was made from this very file (its
+    ``source_file`` matches ``source``), with identical settings, and its file still holds the
+    bytes the line's sha256 names; the rest are extracted. Streams of the line that were not
+    requested stay as they are while their files are intact (imported features, for one).
+    Nothing to extract: skip. A line on another grid, or made from another file or from this
+    file before it changed, is not reused at all.
     """
     if last_ok is None or not _same_grid(last_ok, grid):
-        return VideoPlan(video_id, path, list(wanted))
+        return VideoPlan(video_id, path, list(wanted), source=source)
+    bound = last_ok.get("source_file")
+    if bound is not None and not mf.same_source(bound, source):
+        return VideoPlan(video_id, path, list(wanted), source=source)
     keep = {}
     for name, entry in last_ok.get("streams", {}).items():
-        if name not in wanted:
+        if name in wanted and (overwrite or bound is None or "sha256" not in entry
+                               or entry.get("settings") != wanted[name]):
+            continue
+        if _file_matches(out, last_ok, name):
             keep[name] = entry
-        elif not overwrite and entry.get("settings") == wanted[name] and _file_matches(out, last_ok, name):
-            keep[name] = entry
-    return VideoPlan(video_id, path, [n for n in wanted if n not in keep], keep, last_ok if keep else None)
+    return VideoPlan(video_id, path, [n for n in wanted if n not in keep], keep, last_ok if keep else None, source)
 
 
 def merge_record(plan: VideoPlan, fresh: dict, grid: SnippetGrid, audio_streams: set[str]) -> dict:
@@ -467,34 +493,54 @@ class Runner:
         started = time.monotonic()
         videos = [(video_id_of(p), Path(p)) for p in cfg.videos]
         _check_unique(videos)
-        self.out.mkdir(parents=True, exist_ok=True)
+        summary = Summary()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            summary.stopped = str(mf.output_error(self.out, e))
+            return summary
         device = next(iter(cfg.options.values()), ExtractorOptions()).device
         with open_decoding(decode_workers_for(cfg.decode_workers, device)) as decoding:  # workers fork before any network is built
             self.extractors = build_extractors(cfg.streams, cfg.options)
             if ranks.rank == 0:
-                mf.merge_shards(self.out)      # lines of an interrupted torchrun
-                _remove_partial_files(self.out)
+                try:
+                    mf.merge_shards(self.out)      # lines of an interrupted torchrun
+                    _remove_partial_files(self.out)
+                except mf.OutputError as e:
+                    summary.stopped = str(e)
             ranks.barrier()
-            _, last_ok = mf.last_records(self.out / mf.MANIFEST_NAME)
+            try:
+                _, last_ok = mf.last_records(self.out / mf.MANIFEST_NAME)
+            except OSError as e:
+                raise ExtractionError(f"cannot read {e.filename or self.out / mf.MANIFEST_NAME}: "
+                                      f"{e.strerror or e}") from None
             wanted = {n: stream_settings(ex, cfg.frame_settings, cfg.audio_settings) for n, ex in self.extractors.items()}
-            plans = [plan_video(vid, path, last_ok.get(vid), wanted, cfg.grid, self.out, cfg.overwrite)
+            plans = [plan_video(vid, path, last_ok.get(vid), wanted, cfg.grid, self.out, cfg.overwrite,
+                                mf.source_binding(path, cfg.hash_sources))
                      for vid, path in videos]
             todo = [p for p in plans if p.streams]
-            mine = todo[ranks.rank::ranks.world_size]
-            summary = Summary(skipped=len(plans) - len(todo) if ranks.rank == 0 else 0)
+            mine = [] if summary.stopped else todo[ranks.rank::ranks.world_size]
+            summary.skipped = len(plans) - len(todo) if ranks.rank == 0 else 0
             ranks.barrier()  # every rank planned from the same manifest before anyone writes
             show = cfg.progress and ranks.rank == 0
             by_id = {plan.video_id: plan for plan in mine}
-            with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar:
-                results = extract_videos(self._sources(mine, decoding), batch_size_of(self.extractors.values()), show,
-                                         across_videos=cfg.cross_video_batches)
+            with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar, \
+                    contextlib.closing(extract_videos(self._sources(mine, decoding), batch_size_of(self.extractors.values()),
+                                                      show, across_videos=cfg.cross_video_batches)) as results:
                 for result in results:
-                    self._one(by_id[result.key], result, summary)
+                    try:
+                        self._one(by_id[result.key], result, summary)
+                    except mf.OutputError as e:  # disk full, read-only, ...: stop; what is written stays valid
+                        summary.stopped = str(e)
+                        break
                     bar.update(1)
         summary.wall_s = time.monotonic() - started
         ranks.barrier()
         if ranks.distributed and ranks.rank == 0:
-            mf.merge_shards(self.out)
+            try:
+                mf.merge_shards(self.out)
+            except mf.OutputError as e:
+                summary.stopped = summary.stopped or str(e)
         total = Summary.combine(ranks.gather(summary))
         return total
 
@@ -522,15 +568,21 @@ class Runner:
             fresh["video_id"] = plan.video_id
             if cfg.preset is not None:
                 fresh["preset"] = cfg.preset
+            fresh["source_file"] = plan.source
             for name, array in result.features.items():
                 rel = f"features/{name}/{plan.video_id}.npy"
-                mf.save_array_atomic(self.out / rel, array)
-                fresh["streams"][name] = {"path": rel, **fresh["streams"][name]}
+                digest = mf.save_array_atomic(self.out / rel, array)
+                fresh["streams"][name] = {"path": rel, "sha256": digest, **fresh["streams"][name]}
             audio_streams = {n for n, ex in self.extractors.items() if "audio" in ex.inputs}
             record = merge_record(plan, fresh, cfg.grid, audio_streams)
-        except Exception as e:  # a bug or a resource problem: recorded, traceback to the log, run goes on
-            with open(self.error_log, "a", encoding="utf-8") as log:
-                log.write(f"--- {plan.video_id} ({plan.path})\n{result.trace or traceback.format_exc()}\n")
+        except mf.OutputError:
+            raise  # the run stops (Runner.run)
+        except Exception as e:  # a bug: recorded, traceback to the log, run goes on
+            try:
+                with open(self.error_log, "a", encoding="utf-8") as log:
+                    log.write(f"--- {plan.video_id} ({plan.path})\n{result.trace or traceback.format_exc()}\n")
+            except OSError as log_error:
+                raise mf.output_error(self.error_log, log_error) from None
             self._failed(plan, f"internal error {type(e).__name__}: {one_line(e)} (traceback in {self.error_log.name})",
                          summary)
             return
@@ -606,9 +658,10 @@ def _check_unique(videos: list[tuple[str, Path]]) -> None:
 
 
 def _remove_partial_files(out: Path) -> None:
-    """Temporary feature files left by a run that was killed while writing."""
-    for tmp in (out / "features").glob("*/.*.npy.tmp"):
-        tmp.unlink()
+    """Temporary files (features, merged manifest) left by a run that was killed while writing."""
+    mf.remove_partial_files(out, mf.MANIFEST_NAME)
+    for folder in (p for p in (out / "features").glob("*") if p.is_dir()):
+        mf.remove_partial_files(folder)
 
 
 def run(config: RunConfig, ranks: Ranks | None = None) -> Summary:

@@ -81,6 +81,9 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
     parser.add_argument("--random-weights", action="store_true",
                         help="random initialisation instead of checkpoints (features are meaningless; for testing)")
     parser.add_argument("--overwrite", action="store_true", help="extract every video again, even if already done")
+    parser.add_argument("--hash-sources", action="store_true",
+                        help="bind each manifest line to its video's sha256 as well as its path, size and mtime "
+                             "(reads every video in full on every run, done or not)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     stream_dests: dict[str, list[str]] = {}
     declared: dict[object, list[str]] = {}  # add_arguments function -> dests it added
@@ -160,7 +163,7 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
                      progress=not args.quiet and sys.stderr.isatty(),
                      frame_settings=FrameSettings(short_side=args.short_side), preset=preset,
                      decoders=decoders, decode_workers=decode_workers,
-                     cross_video_batches=not args.per_video_batches)
+                     cross_video_batches=not args.per_video_batches, hash_sources=args.hash_sources)
 
 
 def parser_for(argv: list[str], prog: str = PROG, with_out: bool = True
@@ -219,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if ranks.rank == 0:
         for line in summary.lines():
             print(line)
+        if summary.stopped:
+            print(f"{PROG}: error: {summary.stopped}; stopped (what is written is complete: fix it and run the "
+                  "same command again to resume)", file=sys.stderr)
+    if summary.stopped:
+        return 2
     return 1 if summary.failed else 0
 
 

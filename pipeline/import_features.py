@@ -362,7 +362,8 @@ def import_video(video: VideoFeatures, info: VideoInfo | None, opts: ImportOptio
         if existing.get("source") and not record["source"]:
             record["source"] = existing["source"]
     for name in STREAMS:
-        mf.save_array_atomic(opts.out / streams[name]["path"], fit_rows(video.arrays[name], check.expected))
+        streams[name]["sha256"] = mf.save_array_atomic(opts.out / streams[name]["path"],
+                                                       fit_rows(video.arrays[name], check.expected))
     record["config_hash"] = config_hash(grid, {n: e.get("settings", {}) for n, e in record["streams"].items()})
     mf.append_record(manifest, record)
     return Outcome(video_id, status, check.describe(grid, info.duration_s) if check.difference else "",

@@ -1,31 +1,75 @@
 """``manifest.jsonl``: one JSON object per video and attempt; the last line of a ``video_id`` wins.
 
-Crash safety (DESIGN.md): feature files are written under a temporary name and renamed into
-place; a video's manifest line is appended, flushed and fsync'ed only after all of its files
-exist, so no line ever points at a missing or partial file.
+Crash safety (docs/robustness.md):
+
+- feature files are written under a temporary name, fsync'ed and renamed into place; a video's
+  manifest line is appended, flushed and fsync'ed only after all of its files exist;
+- a line records the sha256 of each of its files (``streams[name]["sha256"]``) and the source
+  it was made from (``source_file``: absolute path, size, mtime, optionally the content's
+  sha256), so a resumed run can tell a line whose files or video changed since it was written;
+- a torn line (a crash or a full disk mid-append) is skipped by every reader with one warning,
+  and the next append starts on a fresh line;
+- files are created with mode ``0o666`` minus the umask, like any other program's output;
+- every write failure (disk full, read-only filesystem, no permission, OUT below a plain file)
+  is one :class:`OutputError` line; the temporary file is removed and no line is written.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
-MANIFEST_NAME = "manifest.jsonl"
+from clipae.pipeline.weights import sha256_of
 
+MANIFEST_NAME = "manifest.jsonl"
+log = logging.getLogger(__name__)
+
+
+class OutputError(Exception):
+    """An output file cannot be written (disk full, read-only, no permission, ...): one line."""
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
+    """The one line of a failed write: which file, and the system's reason."""
+    return OutputError(f"cannot write {path}: {error.strerror or error}")
+
+
+# --------------------------------------------------------------------------- reading
 
 def iter_lines(path: str | os.PathLike) -> Iterator[dict]:
-    """Every complete record of a manifest; a torn last line (a crash mid-write) is ignored."""
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # partial line of an interrupted append
-            line = line.strip()
-            if line:
-                yield json.loads(line)
+    """Every complete record of a manifest, in file order.
+
+    A torn line (no final newline: an interrupted append) and a line that is not one JSON
+    object with a ``video_id`` (a torn line an older version appended to) are skipped; one
+    warning per call says how many and where.
+    """
+    skipped: list[int] = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            if not raw.endswith(b"\n"):  # the last line, torn
+                skipped.append(number)
+                break
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                skipped.append(number)
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("video_id"), str):
+                skipped.append(number)
+                continue
+            yield rec
+    if skipped:
+        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        log.warning(f"warning: {path}: skipped {len(skipped)} incomplete or unreadable line(s) (line {shown}), "
+                    "left by an interrupted write")
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
@@ -37,41 +81,141 @@ def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
     return records
 
 
+# --------------------------------------------------------------------------- writing
+
+def _encode(record: dict) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
 def append_record(path: str | os.PathLike, record: dict) -> None:
-    """Append one line and make it durable before returning."""
-    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line and make it durable before returning.
+
+    After a torn last line the new line starts on a line of its own, so the torn one costs
+    only itself. Raises :class:`OutputError`.
+    """
+    line = _encode(record)
+    try:
+        with open(path, "a+b") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise output_error(path, e) from None
+
+
+def _new_temp(path: Path) -> tuple[IO[bytes], Path]:
+    """A new, empty file beside ``path`` (``.<name>.<random>.tmp``), created with mode 0o666
+    minus the umask (``tempfile.mkstemp`` would always make it 0o600)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        return os.fdopen(fd, "wb"), tmp
+
+
+def _replace_atomic(path: Path, write) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync, rename over ``path``."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f, tmp = _new_temp(path)
+        with f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise output_error(path, e) from None
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """Atomically replace ``path`` with these records (used to merge rank shards)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    records = list(records)
+    _replace_atomic(Path(path), lambda f: f.writelines(_encode(rec) for rec in records))
 
 
-def save_array_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a ``.npy`` under a temporary name in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
+class _HashingWriter:
+    """A binary file that hashes what is written through it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.hash = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return self.f.write(data)
+
+
+def save_array_atomic(path: str | os.PathLike, array: np.ndarray) -> str:
+    """Write a ``.npy`` under a temporary name in the same folder, fsync, then rename.
+
+    Returns the sha256 of the file's bytes (what :func:`file_matches_digest` checks).
+    Raises :class:`OutputError`.
+    """
+    digest = {}
+
+    def write(f):
+        w = _HashingWriter(f)
+        np.save(w, np.ascontiguousarray(array), allow_pickle=False)
+        digest["sha256"] = w.hash.hexdigest()
+
+    _replace_atomic(Path(path), write)
+    return digest["sha256"]
+
+
+def file_matches_digest(path: str | os.PathLike, sha256: str | None) -> bool:
+    """Whether the file at ``path`` holds exactly the bytes whose sha256 a line recorded."""
+    if not sha256:
+        return False
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return sha256_of(path) == sha256
+    except OSError:
+        return False
+
+
+def remove_partial_files(folder: str | os.PathLike, name: str = "*") -> None:
+    """Temporary files of ``name`` (a glob) left in ``folder`` by a run that was killed while writing."""
+    for tmp in Path(folder).glob(f".{name}.*tmp"):
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise output_error(tmp, e) from None
+
+
+# --------------------------------------------------------------------------- sources
+
+def source_binding(path: str | os.PathLike, content_hash: bool = False) -> dict | None:
+    """``{"path", "size", "mtime_ns"[, "sha256"]}`` of a source file, or None if it cannot be read."""
+    try:
+        st = os.stat(path)
+        binding = {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if content_hash:
+            binding["sha256"] = sha256_of(path)
+    except OSError:
+        return None
+    return binding
+
+
+def same_source(recorded: dict | None, current: dict | None) -> bool:
+    """Whether a line's ``source_file`` names the file seen now: same path and size, and the
+    same content hash when both have one, else the same mtime."""
+    if not isinstance(recorded, dict) or current is None:
+        return False
+    if recorded.get("path") != current["path"] or recorded.get("size") != current["size"]:
+        return False
+    if recorded.get("sha256") and current.get("sha256"):
+        return recorded["sha256"] == current["sha256"]
+    return recorded.get("mtime_ns") == current["mtime_ns"]
 
 
 def stream_path(manifest_path: str | os.PathLike, record: dict, stream: str) -> Path:
@@ -111,7 +255,10 @@ def merge_shards(out_dir: str | os.PathLike) -> int:
     merged = [rec for shard in shards for rec in iter_lines(shard)]
     write_records(main, records + merged)
     for shard in shards:
-        shard.unlink()
+        try:
+            shard.unlink()
+        except OSError as e:
+            raise output_error(shard, e) from None
     return len(merged)
 
 

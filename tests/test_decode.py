@@ -170,3 +170,29 @@ def test_bad_files_give_one_line_errors(videos, name, message):
     with pytest.raises(DecodeError) as err:
         decode_all(videos[name])
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_frames_too_long_after_resizing_fail_before_decoding(tmp_path, capsys):
+    """A 2x1000 video would be 256x128000 (98 MB a frame) after resizing: it fails, in one line."""
+    from clipae.pipeline import decode
+    from clipae.pipeline.extract_cli import main
+    thin = videogen.make_video(tmp_path / "thin.mp4", duration=1.0, size=(2, 1000), audio=None)
+    decoder = VideoDecoder(str(thin), 25.0)
+    with pytest.raises(DecodeError, match=r"frames of 2x1000 would be 256x128000 with the short side at 256; the long "
+                                          r"side is limited to 1024 \(aspect ratio up to 4:1\)"):
+        decoder.open()
+    assert decoder._times is None          # refused before the frames were even listed
+    rc = main([str(thin), str(tmp_path / "out"), "--stream-module", "toy_streams", "--streams", "toy_colour", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "failed thin: frames of 2x1000 would be 256x128000" in out
+    # exactly at the limit: 4:1 decodes to 1024x256
+    wide = videogen.make_video(tmp_path / "wide.mp4", duration=0.5, size=(256, 64), audio=None)
+    frames = np.concatenate(list(VideoDecoder(str(wide), 25.0).chunks()))
+    assert frames.shape[1:] == (256, 1024, 3) and decode.MAX_LONG_SIDE == 1024
+
+
+def test_source_frames_over_the_pixel_limit_fail(monkeypatch, videos):
+    from clipae.pipeline import decode
+    monkeypatch.setattr(decode, "MAX_SOURCE_PIXELS", 96 * 64 - 1)
+    with pytest.raises(DecodeError, match="frames of 96x64 pixels exceed the limit of 6143 pixels"):
+        VideoDecoder(str(videos["plain"]), 25.0).open()

@@ -116,6 +116,22 @@ def test_parse_tious():
     assert parse_tious("0.5,0.75").tolist() == [0.5, 0.75]
     with pytest.raises(TiouError):
         parse_tious("1.5")
+    for text in ("0", "0,0.5", "0:0.5:0.1", "-0.1"):   # at 0 every prediction matches, overlapping or not
+        with pytest.raises(TiouError, match=r"\(0, 1\]"):
+            parse_tious(text)
+
+
+def test_tiou_zero_and_json_into_a_missing_folder_are_one_line_errors(thumos_pred, tmp_path, capsys):
+    base = ["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT)]
+    assert cli.main([*base, "--tiou", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--tiou" in err and err.count("\n") == 1 and "Traceback" not in err
+    missing = tmp_path / "no" / "such" / "scores.json"
+    assert cli.main([*base, "--json", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"clipae-eval: --json {missing}: no such folder {missing.parent}\n" and out == ""
+    assert cli.main([*base, "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_runs_as_a_module(thumos_pred):

@@ -21,7 +21,7 @@ from clipae.pipeline.snippets import Recycler, SnippetSource, VideoJob
 DATA = Path(__file__).parent / "data" / "videos"
 TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--quiet"]
 DESIGN_FIELDS = {"video_id", "source", "status", "duration_s", "native_fps", "num_frames", "fps", "snippet_length",
-                 "snippet_stride", "num_snippets", "has_audio", "streams", "config_hash", "weights"}
+                 "snippet_stride", "num_snippets", "has_audio", "streams", "config_hash", "weights", "source_file"}
 
 
 @register_stream("toy_broken")
@@ -95,7 +95,7 @@ def test_every_input_is_extracted_or_fails_on_one_line(folder, tmp_path, capsys)
         assert rec["num_snippets"] == snippets == SnippetGrid().num_snippets(SnippetGrid().num_frames(rec["duration_s"]))
         check_files(out, rec)
         assert set(rec["streams"]) == {"toy_colour", "toy_rms"}
-        assert set(rec["streams"]["toy_rms"]) == {"path", "dim", "dtype", "settings", "options"}
+        assert set(rec["streams"]["toy_rms"]) == {"path", "sha256", "dim", "dtype", "settings", "options"}
         # each stream's own command-line options, so that one more video can be extracted the same way
         assert rec["streams"]["toy_colour"]["options"] == {"toy_scale": 1.0, "toy_delay": 0.0}
         assert rec["streams"]["toy_rms"]["options"] == {}

@@ -62,6 +62,37 @@ def test_config_rejects_bad_values(override, msg):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("override,msg", [
+    ("train.lr=-1e-3", "train.lr must be greater than 0, not -0.001"),
+    ("train.lr=0", "train.lr must be greater than 0"),
+    ("train.lr=.nan", "train.lr must be greater than 0, not nan"),
+    ("train.lr=.inf", "train.lr must be greater than 0, not inf"),
+    ("model.dropout=1.5", r"model.dropout must be in \[0, 1\), not 1.5"),
+    ("model.dropout=1.0", r"model.dropout must be in \[0, 1\)"),
+    ("cluster.num_clusters=0", "cluster.num_clusters must be at least 2, not 0"),
+    ("cluster.n_init=0", "cluster.n_init must be at least 1"),
+    ("train.weight_decay=-1", "train.weight_decay must be at least 0"),
+    ("train.seed=-3", "train.seed must be at least 0"),
+    ("train.num_workers=-1", "train.num_workers must be at least 0"),
+    ("loss.temperature=0", "loss.temperature must be greater than 0"),
+    ("loss.bank_momentum=2", r"loss.bank_momentum must be in \[0, 1\]"),
+    ("loss.collab_threshold=-0.1", r"loss.collab_threshold must be in \[0, 1\]"),
+    ("loss.topk_ratio=0", "loss.topk_ratio must be at least 1"),
+    ("data.num_segments=0", "data.num_segments must be at least 1"),
+    ("model.hidden_dim=0", "model.hidden_dim must be at least 1"),
+    ("train.batch_size=0", "train.batch_size must be at least 1"),
+])
+def test_config_values_are_range_checked(override, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load_config(None, [override])
+
+
+def test_config_range_limits_are_allowed():
+    cfg = load_config(None, ["model.dropout=0", "loss.bank_momentum=1", "cluster.num_clusters=2", "train.seed=0",
+                             "loss.collab_warmup_epochs=0", "train.weight_decay=0"])
+    assert cfg.model.dropout == 0 and cfg.cluster.num_clusters == 2
+
+
 def test_required_streams_follow_the_switches():
     assert tiny_config().required_streams() == ["i3d_rgb", "i3d_flow", "clip", "vggish"]
     assert tiny_config("model.use_caf=false").required_streams() == ["i3d_rgb", "i3d_flow", "clip"]

@@ -200,3 +200,47 @@ def test_clear_errors_with_counts(data, tmp_path, capsys):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"clipae-train: error: {tmp_path / 'none.jsonl'}: no such manifest"]
+
+
+@pytest.mark.parametrize("mode", ["unsupervised", "weakly"])
+def test_non_finite_features_are_refused_naming_the_video(data, tmp_path, capsys, mode):
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(data["manifest"].parent, root)
+    rec = read_manifest(root / data["manifest"].name)["video_validation_0000007"]
+    path = root / rec["streams"]["i3d_flow"]["path"]
+    a = np.load(path)
+    a[3, 5] = np.nan if mode == "weakly" else np.inf
+    np.save(path, a)
+    assert run_train(data, tmp_path / "run", "--mode", mode, manifest=root / data["manifest"].name,
+                     overrides=["train.epochs_per_round=1", "train.rounds=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"clipae-train: error: video_validation_0000007: non-finite values in i3d_flow ({path})")
+
+
+def test_a_non_finite_loss_stops_training_with_one_line(data, tmp_path, capsys, monkeypatch):
+    class NaNLoss(train.CLIPAELoss):
+        def forward(self, *args, **kwargs):
+            parts = super().forward(*args, **kwargs)
+            return {**parts, "total": parts["total"] * float("nan")}
+
+    monkeypatch.setattr(train, "CLIPAELoss", NaNLoss)
+    out = tmp_path / "run"
+    assert run_train(data, out, "--mode", "weakly", overrides=["train.epochs_per_round=2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "clipae-train: error: round 0, epoch 0: the training loss became nan; lower train.lr or check the features\n"
+    assert "training complete" not in (out / "train.log").read_text()
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert not state["complete"] and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("override,message", [("train.lr=-1", "train.lr must be greater than 0, not -1.0"),
+                                              ("model.dropout=1.5", "model.dropout must be in [0, 1), not 1.5"),
+                                              ("cluster.num_clusters=0", "cluster.num_clusters must be at least 2, not 0")])
+def test_out_of_range_settings_are_one_line_errors(data, tmp_path, override, message):
+    proc = subprocess.run([sys.executable, "-m", "clipae.models.train", "--manifest", str(data["manifest"]),
+                           "--annotations", str(data["ground_truth"]), "--out", str(tmp_path / "w"), "--set", override],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"clipae-train: error: {message}"]
+    assert not (tmp_path / "w").exists()

@@ -140,6 +140,17 @@ def test_clipae_eval_run_end_to_end(dataset, monkeypatch, capsys):
     assert "100.00" in capsys.readouterr().out
 
 
+def test_predictions_that_cannot_be_written_are_one_line(dataset, monkeypatch, tmp_path, capsys):
+    run = FakeRun(manifest=str(dataset.manifest), annotations=str(dataset.gt_path))
+    fake = types.ModuleType("clipae.models.run")
+    fake.load_run = lambda path: run
+    monkeypatch.setitem(sys.modules, "clipae.models.run", fake)
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["--run", str(dataset.run_dir), "-o", str(tmp_path / "file" / "pred.json"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith(f"clipae-eval: {tmp_path / 'file'}")
+
+
 def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
     """Extraction and model replaced by stand-ins honouring their contracts; a video without audio."""
     from clipae.eval import localize
