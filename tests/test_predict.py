@@ -158,7 +158,7 @@ def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
     run = FakeRun()
     seen = {}
 
-    def extract_video(path, streams, grid, options):
+    def extract_video(path, streams, grid, options, frame_settings=None):
         seen.update(path=path, streams=streams, grid=grid)
         rgb = np.zeros((T, 8), np.float32)
         rgb[10:20, 1] = 1.0  # class B = cluster PERM.index(1)
