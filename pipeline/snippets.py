@@ -236,31 +236,47 @@ class Recycler:
     about as long as decoding itself (``python -m cProfile`` on :func:`produce`). Buffers come
     back through ``weakref.finalize`` on the tensor each array hangs from, so a batch the
     consumer still holds is never reused; at most ``keep`` idle buffers are kept.
+
+    No lock is taken anywhere: a finalizer runs inside whatever allocation starts a GC pass, in
+    any thread, also in the middle of :meth:`empty`, so a lock held there could be waited for by
+    the finalizer in the same thread (a deadlock). The free list is a ``deque`` whose ``append``
+    and ``popleft`` are atomic, and nothing iterates it.
     """
 
     def __init__(self, keep: int = 1) -> None:
         self._free: deque[torch.UntypedStorage] = deque()
         self._keep = keep
-        self._lock = threading.Lock()
 
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        with self._lock:
-            storage = next((s for s in self._free if s.nbytes() >= nbytes), None)
-            if storage is not None:
-                self._free.remove(storage)
+        storage = self._take(nbytes)
         if storage is None:
             storage = torch.UntypedStorage(nbytes)
         raw = storage_bytes(storage)
         weakref.finalize(raw.base, self._give_back, storage)
         return raw[:nbytes].view(dtype).reshape(shape)
 
-    def _give_back(self, storage: torch.UntypedStorage) -> None:
-        with self._lock:
+    def _take(self, nbytes: int) -> torch.UntypedStorage | None:
+        """An idle buffer of at least ``nbytes`` off the free list, or ``None``; smaller ones stay there."""
+        for _ in range(len(self._free)):
+            try:
+                storage = self._free.popleft()
+            except IndexError:  # emptied meanwhile by another thread
+                return None
+            if storage.nbytes() >= nbytes:
+                return storage
             self._free.append(storage)
-            while len(self._free) > self._keep:
+        return None
+
+    def _give_back(self, storage: torch.UntypedStorage) -> None:
+        """Called by ``weakref.finalize`` (any thread, any moment): lock-free, see the class docstring."""
+        self._free.append(storage)
+        while len(self._free) > self._keep:
+            try:
                 self._free.popleft()
+            except IndexError:
+                break
 
 
 #: where the frames of snippet batches are cut (one per process)
