@@ -38,6 +38,7 @@ from clipae.models.data import (DataError, FeatureStore, VideoDataset, collate, 
                                 epoch_order, extraction_settings, training_set)
 from clipae.models.losses import CLIPAELoss
 from clipae.pipeline.annotations import AnnotationError, load_ground_truth
+from clipae.pipeline.weights import WeightsError, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -45,6 +46,16 @@ CHECKPOINT_FORMAT = 1
 
 class RunError(ValueError):
     """A run folder that cannot be used as asked (one line)."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A run folder's ``checkpoint.pt``, read with ``weights_only=True``: tensors, numbers, strings,
+    lists and dicts, so a crafted file runs no code. Cluster centres that checkpoints of earlier
+    versions held as a NumPy array of numbers arrive as a tensor; anything else is refused."""
+    try:
+        return load_checkpoint(path, numpy_arrays=True)
+    except WeightsError as e:
+        raise RunError(f"{e}; refused, nothing in it was run") from None
 
 
 @dataclass
@@ -151,7 +162,8 @@ class Trainer:
                 "format": CHECKPOINT_FORMAT, "round": self.round, "epoch": self.epoch, "complete": self.complete,
                 "model": self.model.state_dict(), "loss": self.loss.state_dict(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-                "assignments": [a.tolist() for a in self.assignments], "centres": self.centres,
+                "assignments": [a.tolist() for a in self.assignments],
+                "centres": torch.from_numpy(np.ascontiguousarray(self.centres, dtype=np.float32)),
                 "round_seconds": self.round_seconds, "round_info": self.round_info, "history": self.history,
                 "dims": self.dims, "classes": self.classes,
                 "video_ids": self.tset.video_ids,
@@ -171,7 +183,8 @@ class Trainer:
         self.loss.load_state_dict(state["loss"])
         self.round, self.epoch, self.complete = state["round"], state["epoch"], state["complete"]
         self.assignments = [np.asarray(a, dtype=np.int64) for a in state["assignments"]]
-        self.centres, self.round_seconds = state["centres"], state["round_seconds"]
+        self.centres = np.asarray(state["centres"], dtype=np.float32)
+        self.round_seconds = state["round_seconds"]
         self.round_info, self.history = state["round_info"], state["history"]
         if state["optimizer"] is not None:
             self.optimizer = self._new_optimizer()
@@ -398,7 +411,7 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
         trainer.log(f"WARNING: {len(tset.missing)} videos of subset {cfg.data.train_subset!r} have no features "
                     f"and are skipped (data.skip_missing)")
     if ckpt.exists():
-        trainer.load(torch.load(ckpt, map_location=device, weights_only=False))
+        trainer.load(read_checkpoint(ckpt))
     else:
         audio = cfg.data.streams.audio if cfg.model.use_caf else None
         trainer.model.norm.set_stats(compute_feature_stats(store, tset.video_ids, streams, audio))

@@ -56,6 +56,7 @@ from typing import Callable
 import numpy as np
 
 from clipae.pipeline.manifest import read_manifest
+from clipae.pipeline.safe_npy import load_npy
 
 
 class AnnotationError(ValueError):
@@ -296,8 +297,8 @@ def _text(x) -> str:
 def _read_wtalc(path: Path) -> GroundTruth:
     def load(name):
         try:
-            return np.load(path / name, allow_pickle=True)
-        except (ValueError, OSError) as e:
+            return load_npy(path / name)
+        except (ValueError, OSError) as e:  # UnsafeFileError included
             raise AnnotationError(f"{path / name}: cannot be read ({e})") from None
 
     names = [_text(x) for x in load("videoname.npy")]
