@@ -38,6 +38,7 @@ from clipae.models.data import (DataError, FeatureStore, VideoDataset, collate, 
                                 epoch_order, extraction_settings, training_set)
 from clipae.models.losses import CLIPAELoss
 from clipae.pipeline.annotations import AnnotationError, load_ground_truth
+from clipae.pipeline.interrupt import StopSignals, Stopped
 from clipae.pipeline.weights import WeightsError, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -111,6 +112,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 class Trainer:
     """The round / epoch loop of one run (every rank runs one; rank 0 writes the run folder)."""
+
+    #: set by :func:`main`: a SIGINT / SIGTERM raises :class:`Stopped` before the next batch
+    stop: StopSignals | None = None
 
     def __init__(self, cfg: Config, out: Path, store: FeatureStore, tset, dims: dict[str, int],
                  classes: list[str], d: Dist, device: torch.device, quiet: bool):
@@ -274,6 +278,8 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
+            if self.stop is not None:
+                self.stop.check()  # safe: the checkpoint holds every finished epoch
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             out = self.net(batch)
             parts = self.loss(out, batch["labels"], batch["index"], collab_on)
@@ -332,6 +338,8 @@ class Trainer:
                 self.save()
                 bar.set_postfix(loss=f"{metrics['total']:.4f}")
                 self.after_epoch(r, e)
+                if self.stop is not None:
+                    self.stop.check()
         self.complete = True
         self.save()
         self.log(f"training complete: {self.out}")
@@ -420,11 +428,29 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
     return trainer
 
 
+def stopped_summary(trainer: Trainer | None, stopped: Stopped) -> str:
+    """What a stopped run has done, in one line."""
+    if trainer is None:
+        return f"clipae-train: stopped by {stopped.signal_name} before training started"
+    epochs = trainer.history["epochs"]
+    done = f"{len(epochs)} epochs done, last loss {epochs[-1]['total']:.4f}" if epochs else "no epoch done"
+    return (f"clipae-train: stopped by {stopped.signal_name} in round {trainer.round}, epoch {trainer.epoch} "
+            f"({done}); {trainer.out / CHECKPOINT} holds every finished epoch: run the same command again to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     d = init_distributed()
+    trainer = None
     try:
-        prepare(args, d).run()
+        with StopSignals("clipae-train") as stop:
+            trainer = prepare(args, d)
+            trainer.stop = stop
+            stop.check()
+            trainer.run()
+    except Stopped as e:
+        print(stopped_summary(trainer, e), file=sys.stderr, flush=True)
+        return e.exit_status
     except (ConfigError, DataError, AnnotationError, RunError) as e:
         print(f"clipae-train: error: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ import torch.multiprocessing as tmp
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.decode import InputError, one_line
+from clipae.pipeline.interrupt import default_signals_in_child
 from clipae.pipeline.snippets import BatchSource, End, Failure, VideoJob, produce, storage_bytes
 
 #: seconds between checks that the other side is still alive
@@ -102,7 +103,7 @@ def _sendable(error: BaseException) -> BaseException:
 def _serve(jobs, results, free, abort, parent: int) -> None:
     """A worker's life: take ``(number, VideoJob)`` from ``jobs`` and decode it into ``results``."""
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    default_signals_in_child()  # Ctrl-C and SIGTERM are the main process's to handle
     storages: dict[int, torch.UntypedStorage] = {}
 
     def parent_alive() -> bool:

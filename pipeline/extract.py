@@ -16,12 +16,13 @@ import ctypes
 import hashlib
 import json
 import os
+import signal
 import time
 import traceback
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from clipae.pipeline.audio import AudioSettings
 from clipae.pipeline.decode import DEFAULT_DECODERS, FrameSettings, InputError, one_line
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.interrupt import StopSignals
 from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
 from clipae.pipeline.packing import VideoDecoded, VideoFailed, VideoOpened, pack
 from clipae.pipeline.snippets import BatchSource, SnippetSource, VideoFacts, VideoJob
@@ -177,7 +179,8 @@ def _stream_rows(name: str, ex: Extractor, batch: SnippetBatch) -> np.ndarray:
 
 
 def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], SnippetSource]], batch_size: int,
-                   progress: bool = False, across_videos: bool = True) -> Iterator[VideoResult]:
+                   progress: bool = False, across_videos: bool = True,
+                   stopped: Callable[[], bool] | None = None) -> Iterator[VideoResult]:
     """Features of many videos, in memory, the networks' batches filled across videos
     (:func:`clipae.pipeline.packing.pack`).
 
@@ -188,7 +191,8 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
     shared by several videos, each video's rows are tried alone, so only the videos the
     failure belongs to fail. ``across_videos=False`` keeps every batch within one video, so a
     video's rows do not depend on its neighbours (on a GPU, batch composition can change the
-    last bits of a result).
+    last bits of a result). ``stopped()`` is asked before each network batch: once it says
+    True, iteration ends without the videos not yet complete.
     """
     live: dict[Hashable, _Video] = {}
     streams: dict[Hashable, Mapping[str, Extractor]] = {}
@@ -219,6 +223,10 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
     trimmed = time.monotonic()
     with torch.no_grad():
         for event in pack(grouped(), batch_size):
+            if stopped is not None and stopped():
+                for video in live.values():
+                    video.bar.close()
+                return
             if time.monotonic() - trimmed > TRIM_EVERY_S:
                 _trim_heap()
                 trimmed = time.monotonic()
@@ -371,6 +379,8 @@ class Summary:
     video_s: float = 0.0
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    stopped_by: str | None = None  # the signal that stopped the run early
+    left: int = 0                  # videos not done because of it
 
     @classmethod
     def combine(cls, parts: list["Summary"]) -> "Summary":
@@ -382,7 +392,9 @@ class Summary:
         speed = f" ({self.video_s / self.wall_s:.2f}x real time)" if self.wall_s > 0 and self.video_s else ""
         return [f"failed {vid}: {err}" for vid, err in self.failures] + [
             f"{self.ok} ok, {self.failed} failed, {self.skipped} already done; {self.snippets} snippets, "
-            f"{self.video_s:.1f} s of video in {self.wall_s:.1f} s{speed}"]
+            f"{self.video_s:.1f} s of video in {self.wall_s:.1f} s{speed}"] + (
+            [f"stopped by {self.stopped_by}: {self.left} videos not done; run the same command again to resume"]
+            if self.stopped_by else [])
 
 
 @dataclass
@@ -447,8 +459,9 @@ def merge_record(plan: VideoPlan, fresh: dict, grid: SnippetGrid, audio_streams:
 class Runner:
     """Extracts every video of a :class:`RunConfig` into ``config.out`` (one rank's share under torchrun)."""
 
-    def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
+    def __init__(self, config: RunConfig, ranks: Ranks | None = None, stop: StopSignals | None = None) -> None:
         self.config = config
+        self.stop = stop
         self.ranks = ranks or Ranks.from_env()
         self.out = Path(config.out)
         self.extractors: dict[str, Extractor] = {}
@@ -483,13 +496,24 @@ class Runner:
             ranks.barrier()  # every rank planned from the same manifest before anyone writes
             show = cfg.progress and ranks.rank == 0
             by_id = {plan.video_id: plan for plan in mine}
+            stopped = (lambda: self.stop.requested) if self.stop is not None else None
             with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar:
-                results = extract_videos(self._sources(mine, decoding), batch_size_of(self.extractors.values()), show,
-                                         across_videos=cfg.cross_video_batches)
-                for result in results:
-                    self._one(by_id[result.key], result, summary)
-                    bar.update(1)
+                sources = self._sources(mine, decoding)
+                try:
+                    for result in extract_videos(sources, batch_size_of(self.extractors.values()), show,
+                                                 across_videos=cfg.cross_video_batches, stopped=stopped):
+                        self._one(by_id[result.key], result, summary)
+                        bar.update(1)
+                        if stopped is not None and stopped():
+                            break
+                finally:
+                    sources.close()  # the videos still decoding
         summary.wall_s = time.monotonic() - started
+        if self.stop is not None and self.stop.requested:
+            # no barrier: every rank got the signal; the next run merges the shards
+            summary.stopped_by = signal.Signals(self.stop.signum).name
+            summary.left = len(mine) - summary.ok - summary.failed
+            return summary
         ranks.barrier()
         if ranks.distributed and ranks.rank == 0:
             mf.merge_shards(self.out)
@@ -607,5 +631,7 @@ def _remove_partial_files(out: Path) -> None:
         tmp.unlink()
 
 
-def run(config: RunConfig, ranks: Ranks | None = None) -> Summary:
-    return Runner(config, ranks).run()
+def run(config: RunConfig, ranks: Ranks | None = None, stop: StopSignals | None = None) -> Summary:
+    """Extract every video of ``config``; with ``stop``, a SIGINT / SIGTERM ends the run between
+    network batches (``Summary.stopped_by``), leaving it resumable."""
+    return Runner(config, ranks, stop).run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from clipae.pipeline.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, ba
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.interrupt import EXIT_STATUS, StopSignals
 from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
 
 PROG = "clipae-extract"
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: WARNING: --random-weights: RANDOM weights for {', '.join(config.streams)}; these "
                   "features mean nothing (the manifest records \"random\")", file=sys.stderr)
         ranks.start()
-        summary = run(config, ranks)
+        with StopSignals(PROG) as stop:
+            summary = run(config, ranks, stop)
     except (ExtractionError, WeightsError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -184,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         ranks.stop()
-    if ranks.rank == 0:
+    if ranks.rank == 0 or summary.stopped_by:
         for line in summary.lines():
-            print(line)
+            print(line, flush=True)
+    if summary.stopped_by:
+        return EXIT_STATUS[signal.Signals[summary.stopped_by]]
     return 1 if summary.failed else 0
 
 
