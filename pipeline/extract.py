@@ -37,7 +37,7 @@ from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.interrupt import StopSignals
 from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
 from clipae.pipeline.packing import VideoDecoded, VideoFailed, VideoOpened, pack
-from clipae.pipeline.snippets import BatchSource, SnippetSource, VideoFacts, VideoJob
+from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S, BatchSource, SnippetSource, VideoFacts, VideoJob
 from clipae.pipeline.weights import WeightsError
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
@@ -368,6 +368,7 @@ class RunConfig:
     decoders: tuple[str, ...] = DEFAULT_DECODERS  # video decoders, tried in this order
     decode_workers: int | None = 0  # processes decoding videos side by side; 0: a thread; None: auto
     cross_video_batches: bool = True  # short videos share network batches
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S  # a decoder silent this long fails its video
 
 
 @dataclass
@@ -480,7 +481,7 @@ class Runner:
         _check_unique(videos)
         self.out.mkdir(parents=True, exist_ok=True)
         device = next(iter(cfg.options.values()), ExtractorOptions()).device
-        with open_decoding(decode_workers_for(cfg.decode_workers, device)) as decoding:  # workers fork before any network is built
+        with open_decoding(decode_workers_for(cfg.decode_workers, device), cfg.stall_timeout_s) as decoding:  # workers fork before any network is built
             self.extractors = build_extractors(cfg.streams, cfg.options)
             if ranks.rank == 0:
                 mf.merge_shards(self.out)      # lines of an interrupted torchrun
@@ -572,9 +573,12 @@ def decode_workers_for(workers: int | None, device: torch.device) -> int:
     return auto_decode_workers(device) if workers is None else workers
 
 
-def open_decoding(workers: int) -> "ThreadDecoding | DecodePool":
-    """``workers`` decoding processes, or a thread for 0."""
-    return DecodePool(workers) if workers > 0 else ThreadDecoding()
+def open_decoding(workers: int, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> "ThreadDecoding | DecodePool":
+    """``workers`` decoding processes, or a thread for 0; a decoder silent for ``stall_timeout_s``
+    fails its video (``stalled: no frames for N s``)."""
+    if workers > 0:
+        return DecodePool(workers, stall_timeout_s=stall_timeout_s)
+    return ThreadDecoding(stall_timeout_s)
 
 
 def sources_ahead(items: Iterable[tuple[object, VideoJob]], decoding: "ThreadDecoding | DecodePool"
@@ -606,8 +610,11 @@ class ThreadDecoding:
 
     size = 2
 
+    def __init__(self, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> None:
+        self.stall_timeout_s = stall_timeout_s
+
     def open(self, job: VideoJob, after: SnippetSource | None = None) -> SnippetSource:
-        return SnippetSource(job, after=after)
+        return SnippetSource(job, after=after, stall_timeout_s=self.stall_timeout_s)
 
     def __enter__(self) -> "ThreadDecoding":
         return self

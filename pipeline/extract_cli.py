@@ -20,6 +20,7 @@ from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.interrupt import EXIT_STATUS, StopSignals
+from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S
 from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
 
 PROG = "clipae-extract"
@@ -60,6 +61,10 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
                         help="decode N videos at once in worker processes beside the networks; 0 decodes in a "
                              "thread of this process; auto: 0 on the CPU, else half the cores (at most 8, "
                              "shared by the ranks of a node) (default: %(default)s)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S, metavar="SECONDS",
+                        help="a decoder, ffmpeg pipe or decoding process that hands over nothing for this long "
+                             "fails its video ('stalled: no frames for N s') and the run goes on "
+                             "(default: %(default)g)")
     parser.add_argument("--per-video-batches", action="store_true",
                         help="never let two videos share a network batch (slower on short videos; a video's rows "
                              "then do not depend on the videos next to it)")
@@ -116,6 +121,8 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         raise ExtractionError(f"--streams names a stream twice: {args.streams}")
     if args.batch_size < 1:
         raise ExtractionError("--batch-size must be at least 1")
+    if not args.stall_timeout > 0:
+        raise ExtractionError(f"--stall-timeout {args.stall_timeout:g}: expected a number of seconds above 0")
     decode_workers = None if args.decode_workers == "auto" else _count(args.decode_workers)
     if decode_workers is not None and decode_workers < 0:
         raise ExtractionError(f"--decode-workers {args.decode_workers}: expected a number of processes (0 or more) or auto")
@@ -146,7 +153,7 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
                      options=options, overwrite=args.overwrite,
                      progress=not args.quiet and sys.stderr.isatty(), frame_settings=FrameSettings(),
                      decoders=decoders, decode_workers=decode_workers,
-                     cross_video_batches=not args.per_video_batches)
+                     cross_video_batches=not args.per_video_batches, stall_timeout_s=args.stall_timeout)
 
 
 def parser_for(argv: list[str], prog: str = PROG, with_out: bool = True

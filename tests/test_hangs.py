@@ -2,13 +2,28 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import threading
+import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from clipae.pipeline.snippets import Recycler
+import toy_streams  # noqa: F401  (registers toy_colour)
+import videogen
+from clipae.pipeline import extract
+from clipae.pipeline import manifest as mf
+from clipae.pipeline.decode import BACKENDS, InputError
+from clipae.pipeline.decode_workers import DecodePool
+from clipae.pipeline.extract import RunConfig
+from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.snippets import Recycler, VideoJob
+
+pytestmark = pytest.mark.timeout(120)  # a regression here hangs: fail it in minutes, with its stacks
 
 
 class _CollectingDeque(deque):
@@ -59,3 +74,75 @@ def test_recycler_survives_a_gc_pass_inside_empty():
             gc.enable()
     assert result["array"].shape == (4, 4)
     assert len(pool._free) <= 1
+
+
+# --------------------------------------------------------------------------- stalled decoders
+
+class _BlockingVideo:
+    """Hands over nothing (as a decoder stuck on a network file or a broken stream)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self._release = release
+
+    def frames(self, indices):
+        self._release.wait(timeout=120)
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+class _BlockingBackend:
+    """PyAV, except that files named ``stuck*`` block in their first frame."""
+
+    name = "blocking"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def open(self, path, info, times):
+        if Path(path).name.startswith("stuck"):
+            return _BlockingVideo(self.release)
+        return BACKENDS["pyav"].open(path, info, times)
+
+
+@pytest.fixture(scope="module")
+def three_videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("stall_videos")
+    for name in ("a", "stuck", "z"):
+        videogen.make_video(d / f"{name}.mp4", duration=1.0, audio=None)
+    return d
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(three_videos, tmp_path, monkeypatch, workers):
+    backend = _BlockingBackend()
+    monkeypatch.setitem(BACKENDS, "blocking", backend)
+    config = RunConfig(videos=sorted(three_videos.glob("*.mp4")), out=tmp_path, streams=["toy_colour"],
+                       progress=False, decoders=("blocking",), decode_workers=workers, stall_timeout_s=1.5)
+    t0 = time.monotonic()
+    try:
+        summary = extract.run(config)
+    finally:
+        backend.release.set()
+    assert time.monotonic() - t0 < 60
+    assert (summary.ok, summary.failed) == (2, 1)
+    assert summary.failures == [("stuck", "stalled: no frames for 1.5 s")]
+    records = mf.last_records(tmp_path / mf.MANIFEST_NAME)[0]
+    assert records["stuck"]["status"] == "failed" and records["z"]["status"] == "ok"
+
+
+def test_a_stopped_decoding_process_is_a_stall_and_is_replaced(three_videos):
+    job = VideoJob(str(three_videos / "a.mp4"), SnippetGrid(fps=25, length=2, stride=2), frames=True, audio_window=0,
+                   batch_size=1, decoders=("pyav",))
+    with DecodePool(1, queue_size=1, stall_timeout_s=1.0) as pool:
+        source = pool.open(job)
+        source.facts()
+        os.kill(source.pid, signal.SIGSTOP)  # a real process that hands over nothing any more
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=r"stalled: no frames for 1 s"):
+            for _ in source:
+                pass
+        assert time.monotonic() - t0 < 30
+        again = pool.open(job)                # a fresh process took its place
+        assert sum(len(b) for b in again) == again.facts().num_snippets
