@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = build_inputs(gt, subset, results, args.unknown_videos)
         result = score(inputs, tious, args.protocol, subset)
         elapsed = time.perf_counter() - t0
-    except ERRORS as e:
+    except (*ERRORS, OSError) as e:  # OSError: an output that cannot be written
         print(f"clipae-eval: {e}", file=sys.stderr)
         return 2
     for note in result.notes:
@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(inputs.classes)} classes, subset {subset}, protocol {args.protocol} ({elapsed:.2f} s)")
     print(result.table(per_class=args.per_class))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        try:
+            Path(args.json).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        except OSError as e:
+            print(f"clipae-eval: --json: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

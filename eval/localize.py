@@ -81,7 +81,8 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
 
     from clipae.extractors.base import ExtractorOptions
     try:
-        from clipae.pipeline.extract import extract_video
+        from clipae.pipeline.decode import InputError
+        from clipae.pipeline.extract import ExtractionError, extract_video
     except ModuleNotFoundError as e:
         raise PredictError(f"the extraction stage is not installed ({e})") from None
     extra = {}  # each stream's own options (--clip-model, --flow, ...), as the training features were made
@@ -89,7 +90,10 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
         extra.update((per_stream or {}).get("options") or {})
     options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
                                extra=extra)
-    record, features = extract_video(str(video), run_streams(run), run_grid(run), options)
+    try:
+        record, features = extract_video(str(video), run_streams(run), run_grid(run), options)
+    except (ExtractionError, InputError) as e:  # missing weights, a stream that cannot start; a bad video
+        raise PredictError(f"{video}: {e}") from None
     check_record(run, record, run_streams(run))
     return record, features
 
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             with timer.stage("plot"):
                 plot_timeline(args.plot, outputs, props, labels, grid, record.get("duration_s"), video.name, truth)
-    except ERRORS as e:
+    except (*ERRORS, OSError) as e:  # OSError: -o or --plot cannot be written
         print(f"clipae-localize: {e}", file=sys.stderr)
         return 2
     audio = "with audio" if record.get("has_audio") else "no audio track"

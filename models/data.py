@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clipae.pipeline.annotations import GroundTruth, canonical_id
-from clipae.pipeline.manifest import load_stream, read_manifest
+from clipae.pipeline.manifest import ManifestError, load_stream, read_manifest
 
 
 class DataError(ValueError):
@@ -43,7 +43,10 @@ class FeatureStore:
         path = Path(manifest_path)
         if not path.is_file():
             raise DataError(f"{path}: no such manifest")
-        records = {vid: r for vid, r in read_manifest(path).items() if r.get("status") == "ok"}
+        try:
+            records = {vid: r for vid, r in read_manifest(path).items() if r.get("status") == "ok"}
+        except (ManifestError, OSError) as e:
+            raise DataError(str(e)) from None
         if not records:
             raise DataError(f"{path}: no video with status 'ok'")
         return cls(path, records)

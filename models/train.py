@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as e:
         print(stopped_summary(trainer, e), file=sys.stderr, flush=True)
         return e.exit_status
-    except (ConfigError, DataError, AnnotationError, RunError) as e:
+    except (ConfigError, DataError, AnnotationError, RunError, OSError) as e:  # OSError: the run folder
         print(f"clipae-train: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -389,8 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(gt.to_json(), indent=1), encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(json.dumps(gt.to_json(), indent=1), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as e:
+        print(f"clipae-convert-gt: {e}", file=sys.stderr)
+        return 2
     no_duration = sum(v.get("duration") is None for v in gt.database.values())
     per_subset = ", ".join(f"{s}: {sum(v['subset'] == s for v in gt.database.values())}" for s in gt.subsets())
     print(f"{args.input} ({gt.source_format}) -> {out}: {len(gt.database)} videos ({per_subset}), "

@@ -20,6 +20,7 @@ from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.interrupt import EXIT_STATUS, StopSignals
+from clipae.pipeline.manifest import ManifestError
 from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S
 from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
 
@@ -186,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         ranks.start()
         with StopSignals(PROG) as stop:
             summary = run(config, ranks, stop)
-    except (ExtractionError, WeightsError) as e:
+    except (ExtractionError, WeightsError, ManifestError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the output folder cannot be made or written
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(note)
         outcomes = run_import(LAYOUTS[args.layout](args.features, args.annotations), infos, opts,
                               progress=not args.quiet and sys.stderr.isatty())
-    except FeatureImportError as e:
+    except (FeatureImportError, OSError) as e:  # OSError: the output folder cannot be written
         print(f"clipae-import-features: error: {e}", file=sys.stderr)
         return 2
     print(summary(outcomes, opts))

@@ -17,15 +17,27 @@ import numpy as np
 MANIFEST_NAME = "manifest.jsonl"
 
 
+class ManifestError(ValueError):
+    """A file that is not a manifest (one line naming the file and line)."""
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[dict]:
-    """Every complete record of a manifest; a torn last line (a crash mid-write) is ignored."""
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
+    """Every complete record of a manifest; a torn last line (a crash mid-write) is ignored.
+    A complete line that is not a JSON object with a ``video_id`` is a :class:`ManifestError`."""
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
             if not line.endswith("\n"):
                 break  # partial line of an interrupted append
             line = line.strip()
-            if line:
-                yield json.loads(line)
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{number}: not a manifest line ({e.msg})") from None
+            if not isinstance(record, dict) or "video_id" not in record:
+                raise ManifestError(f"{path}:{number}: not a manifest line (no video_id)")
+            yield record
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
