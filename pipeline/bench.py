@@ -12,6 +12,7 @@ BENCHMARKS = {
     "streams": "clipae.extractors.bench",         # the visual streams' networks alone, per stream
     "train": "clipae.models.bench",               # one unsupervised training on synthetic features
     "eval": "clipae.eval.bench",                  # evaluator speed on ActivityNet-sized predictions
+    "soak": "clipae.pipeline.soak",               # extraction under random kill -9 / SIGINT / SIGTERM, checked
 }
 
 
