@@ -146,3 +146,29 @@ def test_a_stopped_decoding_process_is_a_stall_and_is_replaced(three_videos):
         assert time.monotonic() - t0 < 30
         again = pool.open(job)                # a fresh process took its place
         assert sum(len(b) for b in again) == again.facts().num_snippets
+
+
+# --------------------------------------------------------------------------- the suite's own time limit
+
+def test_a_hanging_test_fails_with_every_threads_stack(tmp_path):
+    """setup.cfg gives every test a time limit (pytest-timeout) that dumps all threads' stacks."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_stuck.py").write_text(
+        "import threading\n"
+        "def waits_in_a_helper_thread(event):\n"
+        "    event.wait()\n"
+        "def test_stuck():\n"
+        "    event = threading.Event()\n"
+        "    threading.Thread(target=waits_in_a_helper_thread, args=(event,), daemon=True).start()\n"
+        "    event.wait()\n")
+    setup_cfg = Path(__file__).resolve().parent.parent / "setup.cfg"
+    cfg = setup_cfg.read_text(encoding="utf-8")
+    assert "\ntimeout = " in cfg and "\ntimeout_method = thread" in cfg
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(setup_cfg),
+                           "--rootdir", str(tmp_path), "-o", "timeout=3", str(tmp_path / "test_stuck.py")],
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Timeout" in output and "waits_in_a_helper_thread" in output and "test_stuck" in output
