@@ -36,7 +36,8 @@ class Stopped(Exception):
 class StopSignals:
     """Turns SIGINT / SIGTERM into :attr:`requested` for the duration of a ``with`` block.
 
-    Outside the main thread (where Python cannot install handlers) it does nothing.
+    Outside the main thread (where Python cannot install handlers) it does nothing, and a
+    signal this process was started ignoring stays ignored.
     """
 
     def __init__(self, prog: str) -> None:
@@ -69,7 +70,9 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in EXIT_STATUS}
+            for s in EXIT_STATUS:
+                if signal.getsignal(s) is not signal.SIG_IGN:  # e.g. SIGINT of a shell's background job
+                    self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
