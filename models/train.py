@@ -114,6 +114,7 @@ class Trainer:
     """The round / epoch loop of one run (every rank runs one; rank 0 writes the run folder)."""
 
     #: set by :func:`main`: a SIGINT / SIGTERM raises :class:`Stopped` before the next batch
+    #: (after the epoch with several ranks)
     stop: StopSignals | None = None
 
     def __init__(self, cfg: Config, out: Path, store: FeatureStore, tset, dims: dict[str, int],
@@ -278,7 +279,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
-            if self.stop is not None:
+            if self.stop is not None and self.dist.world == 1:
                 self.stop.check()  # safe: the checkpoint holds every finished epoch
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             out = self.net(batch)
@@ -292,6 +293,19 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             count += b
         return {k: v / count for k, v in sums.items()}
+
+    def _check_stop(self) -> None:
+        """Raise :class:`Stopped` if a signal asked for it, on every rank alike (ranks agree first,
+        so none is left waiting in a collective; with several ranks this is the only safe point)."""
+        if self.stop is None:
+            return
+        signum = self.stop.signum or 0
+        if self.dist.world > 1:
+            flag = torch.tensor([signum], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        if signum:
+            raise Stopped(signum)
 
     def after_epoch(self, r: int, e: int) -> None:
         """Called once an epoch's checkpoint is on disk (a hook for tests and tooling)."""
@@ -338,8 +352,7 @@ class Trainer:
                 self.save()
                 bar.set_postfix(loss=f"{metrics['total']:.4f}")
                 self.after_epoch(r, e)
-                if self.stop is not None:
-                    self.stop.check()
+                self._check_stop()
         self.complete = True
         self.save()
         self.log(f"training complete: {self.out}")
