@@ -21,7 +21,7 @@ from clipae.pipeline.decode import BACKENDS, InputError
 from clipae.pipeline.decode_workers import DecodePool
 from clipae.pipeline.extract import RunConfig
 from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.snippets import Recycler, VideoJob
+from clipae.pipeline.snippets import Recycler, SnippetSource, VideoJob
 
 pytestmark = pytest.mark.timeout(120)  # a regression here hangs: fail it in minutes, with its stacks
 
@@ -172,3 +172,43 @@ def test_a_hanging_test_fails_with_every_threads_stack(tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode != 0
     assert "Timeout" in output and "waits_in_a_helper_thread" in output and "test_stuck" in output
+
+
+def _ffmpeg_children() -> list[int]:
+    """Process ids of the ffmpeg processes this process started (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            comm, fields = rest.rsplit(") ", 1)
+        except (OSError, ValueError):
+            continue
+        if "ffmpeg" in comm and int(fields.split()[1]) == os.getpid():
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_stalled_ffmpeg_audio_pipe_fails_the_video(tmp_path):
+    video = videogen.make_video(tmp_path / "long.mp4", duration=30.0, size=(32, 24), audio="mono")
+    job = VideoJob(str(video), SnippetGrid(), frames=False, audio_window=15360, batch_size=1)
+    source = SnippetSource(job, stall_timeout_s=1.5)
+    stopped = []
+    try:
+        source.facts()
+        stopped = _ffmpeg_children()
+        assert stopped, "no ffmpeg process reads the audio"
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)      # a real ffmpeg whose pipe stops delivering
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=r"stalled: no frames for 1.5 s"):
+            for _ in source:
+                pass
+        assert time.monotonic() - t0 < 30
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        source.close()
