@@ -101,7 +101,8 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
 
     from clipae.extractors.base import ExtractorOptions
     try:
-        from clipae.pipeline.extract import extract_video
+        from clipae.pipeline.decode import InputError
+        from clipae.pipeline.extract import ExtractionError, extract_video
     except ModuleNotFoundError as e:
         raise PredictError(f"the extraction stage is not installed ({e})") from None
     from clipae.pipeline.decode import FrameSettings
@@ -111,8 +112,11 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
     views = frame_options(run)
     options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
                                extra=extra, crops=views["crops"], keep_crops=views["keep_crops"])
-    record, features = extract_video(str(video), run_streams(run), run_grid(run), options,
-                                     frame_settings=FrameSettings(short_side=views["short_side"]))
+    try:
+        record, features = extract_video(str(video), run_streams(run), run_grid(run), options,
+                                         frame_settings=FrameSettings(short_side=views["short_side"]))
+    except (ExtractionError, InputError) as e:  # missing weights, a stream that cannot start; a bad video
+        raise PredictError(f"{video}: {e}") from None
     check_record(run, record, run_streams(run))
     return record, features
 
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                                            record.get("duration_s"), cfg)
         labels = list(run.classes) if mapping is None else mapping.cluster_to_class
         return _report(args, video, record, outputs, props, labels, gt, grid, timer, keep_cluster=mapping is not None)
-    except ERRORS as e:
+    except (*ERRORS, OSError) as e:  # OSError: -o or --plot cannot be written
         print(f"clipae-localize: {e}", file=sys.stderr)
         return 2
 

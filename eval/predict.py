@@ -44,9 +44,13 @@ def load_trained_run(run_dir: str | os.PathLike):
     """``clipae.models.run.load_run(run_dir)``, or a :class:`PredictError` if the model stage is absent."""
     try:
         from clipae.models.run import load_run
+        from clipae.models.train import RunError
     except ModuleNotFoundError as e:
         raise PredictError(f"the model stage is not installed ({e})") from None
-    return load_run(run_dir)
+    try:
+        return load_run(run_dir)
+    except RunError as e:
+        raise PredictError(str(e)) from None
 
 
 def proposal_config(run) -> ProposalConfig:

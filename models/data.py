@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from clipae.pipeline.annotations import GroundTruth, canonical_id
 from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.manifest import load_stream, read_manifest, stream_path
+from clipae.pipeline.manifest import ManifestError, load_stream, read_manifest, stream_path
 
 
 class DataError(ValueError):
@@ -50,7 +50,10 @@ class FeatureStore:
         path = Path(manifest_path)
         if not path.is_file():
             raise DataError(f"{path}: no such manifest")
-        records = {vid: r for vid, r in read_manifest(path).items() if r.get("status") == "ok"}
+        try:
+            records = {vid: r for vid, r in read_manifest(path).items() if r.get("status") == "ok"}
+        except (ManifestError, OSError) as e:
+            raise DataError(str(e)) from None
         if not records:
             raise DataError(f"{path}: no video with status 'ok'")
         return cls(path, records)

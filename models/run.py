@@ -27,7 +27,7 @@ import yaml
 from clipae.models.clipae import CLIPAE, build_model
 from clipae.models.config import Config, config_from_dict
 from clipae.models.data import FeatureStore, as_rows, collate
-from clipae.models.train import CHECKPOINT, RunError
+from clipae.models.train import CHECKPOINT, RunError, read_checkpoint
 
 
 @dataclass
@@ -107,7 +107,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None,
     if not ckpt_path.is_file():
         raise RunError(f"{run_dir}: no {CHECKPOINT}; is this a clipae-train run folder?")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    state = read_checkpoint(ckpt_path)
     if not state["complete"] and not allow_incomplete:
         raise RunError(f"{run_dir}: training is not complete (round {state['round']}, epoch {state['epoch']}); "
                        f"resume it with clipae-train")

@@ -38,6 +38,8 @@ from clipae.models.data import (DataError, FeatureStore, TrainingSet, VideoDatas
                                 epoch_order, extraction_settings, foreground_mask, split_validation, training_set)
 from clipae.models.losses import CLIPAELoss
 from clipae.pipeline.annotations import AnnotationError, load_ground_truth
+from clipae.pipeline.interrupt import StopSignals, Stopped
+from clipae.pipeline.weights import WeightsError, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -45,6 +47,16 @@ CHECKPOINT_FORMAT = 1
 
 class RunError(ValueError):
     """A run folder that cannot be used as asked (one line)."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A run folder's ``checkpoint.pt``, read with ``weights_only=True``: tensors, numbers, strings,
+    lists and dicts, so a crafted file runs no code. Cluster centres that checkpoints of earlier
+    versions held as a NumPy array of numbers arrive as a tensor; anything else is refused."""
+    try:
+        return load_checkpoint(path, numpy_arrays=True)
+    except WeightsError as e:
+        raise RunError(f"{e}; refused, nothing in it was run") from None
 
 
 @dataclass
@@ -101,6 +113,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 class Trainer:
     """The round / epoch loop of one run (every rank runs one; rank 0 writes the run folder)."""
 
+    #: set by :func:`main`: a SIGINT / SIGTERM raises :class:`Stopped` before the next batch
+    #: (after the epoch with several ranks)
+    stop: StopSignals | None = None
+
     def __init__(self, cfg: Config, out: Path, store: FeatureStore, tset: TrainingSet, dims: dict[str, int],
                  classes: list[str], d: Dist, device: torch.device, quiet: bool, vset: TrainingSet | None = None):
         self.cfg, self.out, self.store, self.tset, self.dims = cfg, out, store, tset, dims
@@ -153,7 +169,8 @@ class Trainer:
                 "format": CHECKPOINT_FORMAT, "round": self.round, "epoch": self.epoch, "complete": self.complete,
                 "model": self.model.state_dict(), "loss": self.loss.state_dict(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-                "assignments": [a.tolist() for a in self.assignments], "centres": self.centres,
+                "assignments": [a.tolist() for a in self.assignments],
+                "centres": torch.from_numpy(np.ascontiguousarray(self.centres, dtype=np.float32)),
                 "round_seconds": self.round_seconds, "round_info": self.round_info, "history": self.history,
                 "dims": self.dims, "classes": self.classes,
                 "video_ids": self.tset.video_ids,
@@ -173,7 +190,8 @@ class Trainer:
         self.loss.load_state_dict(state["loss"])
         self.round, self.epoch, self.complete = state["round"], state["epoch"], state["complete"]
         self.assignments = [np.asarray(a, dtype=np.int64) for a in state["assignments"]]
-        self.centres, self.round_seconds = state["centres"], state["round_seconds"]
+        self.centres = np.asarray(state["centres"], dtype=np.float32)
+        self.round_seconds = state["round_seconds"]
         self.round_info, self.history = state["round_info"], state["history"]
         if state["optimizer"] is not None:
             self.optimizer = self._new_optimizer()
@@ -330,6 +348,8 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
+            if self.stop is not None and self.dist.world == 1:
+                self.stop.check()  # safe: the checkpoint holds every finished epoch
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             out = self.net(batch)
             parts = self.loss(out, batch["labels"], batch["index"], collab_on)
@@ -353,6 +373,19 @@ class Trainer:
         if not bool(finite.item()):
             raise RunError(f"round {r}, epoch {e}: the training loss became {float(loss.detach())}; "
                            "lower train.lr or check the features")
+
+    def _check_stop(self) -> None:
+        """Raise :class:`Stopped` if a signal asked for it, on every rank alike (ranks agree first,
+        so none is left waiting in a collective; with several ranks this is the only safe point)."""
+        if self.stop is None:
+            return
+        signum = self.stop.signum or 0
+        if self.dist.world > 1:
+            flag = torch.tensor([signum], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signum = int(flag.item())
+        if signum:
+            raise Stopped(signum)
 
     def after_epoch(self, r: int, e: int) -> None:
         """Called once an epoch's checkpoint is on disk (a hook for tests and tooling)."""
@@ -402,6 +435,7 @@ class Trainer:
                 self.save()
                 bar.set_postfix(loss=f"{metrics['total']:.4f}")
                 self.after_epoch(r, e)
+                self._check_stop()
         self.complete = True
         self.save()
         self.log(f"training complete: {self.out}")
@@ -495,7 +529,7 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
         trainer.log(f"WARNING: {len(tset.missing)} videos of subset {cfg.data.train_subset!r} have no features "
                     f"and are skipped (data.skip_missing)")
     if ckpt.exists():
-        trainer.load(torch.load(ckpt, map_location=device, weights_only=False))
+        trainer.load(read_checkpoint(ckpt))
     else:
         audio = cfg.data.streams.audio if cfg.model.use_caf else None
         trainer.model.norm.set_stats(compute_feature_stats(store, tset.video_ids, streams, audio))
@@ -504,19 +538,36 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
     return trainer
 
 
+def stopped_summary(trainer: Trainer | None, stopped: Stopped) -> str:
+    """What a stopped run has done, in one line."""
+    if trainer is None:
+        return f"clipae-train: stopped by {stopped.signal_name} before training started"
+    epochs = trainer.history["epochs"]
+    done = f"{len(epochs)} epochs done, last loss {epochs[-1]['total']:.4f}" if epochs else "no epoch done"
+    return (f"clipae-train: stopped by {stopped.signal_name} in round {trainer.round}, epoch {trainer.epoch} "
+            f"({done}); {trainer.out / CHECKPOINT} holds every finished epoch: run the same command again to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     d = init_distributed()
+    trainer = None
     try:
-        trainer = prepare(args, d)
-        trainer.run()
+        with StopSignals("clipae-train") as stop:
+            trainer = prepare(args, d)
+            trainer.stop = stop
+            stop.check()
+            trainer.run()
         if args.plot and d.main:
             from clipae.models.plot import plot_run
             trainer.log(f"diagnostics drawn: {plot_run(trainer.out)}")
         if args.class_names and d.main:
             from clipae.models.naming import name_after_training
             print(name_after_training(args.out, args.manifest, args.class_names, args.weights_dir, args.random_weights))
-    except (ConfigError, DataError, AnnotationError, RunError) as e:
+    except Stopped as e:
+        print(stopped_summary(trainer, e), file=sys.stderr, flush=True)
+        return e.exit_status
+    except (ConfigError, DataError, AnnotationError, RunError, OSError) as e:  # OSError: the run folder
         print(f"clipae-train: error: {e}", file=sys.stderr)
         return 2
     finally:

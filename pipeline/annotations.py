@@ -56,6 +56,7 @@ from typing import Callable
 import numpy as np
 
 from clipae.pipeline.manifest import read_manifest
+from clipae.pipeline.safe_npy import load_npy
 
 
 class AnnotationError(ValueError):
@@ -296,8 +297,8 @@ def _text(x) -> str:
 def _read_wtalc(path: Path) -> GroundTruth:
     def load(name):
         try:
-            return np.load(path / name, allow_pickle=True)
-        except (ValueError, OSError) as e:
+            return load_npy(path / name)
+        except (ValueError, OSError) as e:  # UnsafeFileError included
             raise AnnotationError(f"{path / name}: cannot be read ({e})") from None
 
     names = [_text(x) for x in load("videoname.npy")]
@@ -388,8 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(gt.to_json(), indent=1), encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(json.dumps(gt.to_json(), indent=1), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as e:
+        print(f"clipae-convert-gt: {e}", file=sys.stderr)
+        return 2
     no_duration = sum(v.get("duration") is None for v in gt.database.values())
     per_subset = ", ".join(f"{s}: {sum(v['subset'] == s for v in gt.database.values())}" for s in gt.subsets())
     print(f"{args.input} ({gt.source_format}) -> {out}: {len(gt.database)} videos ({per_subset}), "

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "train": "clipae.models.bench",               # one unsupervised training on synthetic features
     "eval": "clipae.eval.bench",                  # evaluator speed on ActivityNet-sized predictions
     "utal": "clipae.eval.bench_utal",             # unsupervised localisation on held-out synthetic families
+    "soak": "clipae.pipeline.soak",               # extraction under random kill -9 / SIGINT / SIGTERM, checked
 }
 
 

@@ -17,13 +17,17 @@ COMMANDS = {
 def _run(command: str, argv: list[str] | None = None) -> int:
     module = COMMANDS[command]
     try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            print(f"clipae-{command}: not available yet", file=sys.stderr)
-            return 2
-        raise
-    return int(mod.main(sys.argv[1:] if argv is None else argv) or 0)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                print(f"clipae-{command}: not available yet", file=sys.stderr)
+                return 2
+            raise
+        return int(mod.main(sys.argv[1:] if argv is None else argv) or 0)
+    except KeyboardInterrupt:  # Ctrl-C where a command has no safe point of its own (start-up included)
+        print(f"clipae-{command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def extract_main(argv=None) -> int:

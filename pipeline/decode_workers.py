@@ -20,7 +20,9 @@ shared memory:
 Each video's queue holds at most ``queue_size`` batches, so memory stays bounded whatever the
 videos' lengths. A worker that dies (a decoder crashing on a broken file) fails only the video it
 was reading (one line, ``the decoding process died ...``) and is replaced; the run goes on.
-Workers exit by themselves when the main process is gone (``kill -9`` included).
+Workers exit by themselves when the main process is gone (``kill -9`` included). A worker that
+hands over nothing for ``stall_timeout_s`` while its video is being read (a decoder or ffmpeg
+stuck) is killed and replaced; the video fails with ``stalled: no frames for N s``.
 
 Workers are forked where the platform can (Linux), as PyTorch's ``DataLoader`` workers are: they
 start at once, and never touch CUDA or the networks. Elsewhere they are spawned, which
@@ -33,6 +35,7 @@ import os
 import pickle
 import queue
 import signal
+import time
 import weakref
 from dataclasses import dataclass, fields
 
@@ -42,7 +45,9 @@ import torch.multiprocessing as tmp
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.decode import InputError, one_line
-from clipae.pipeline.snippets import BatchSource, End, Failure, VideoJob, produce, storage_bytes
+from clipae.pipeline.interrupt import default_signals_in_child
+from clipae.pipeline.snippets import (DEFAULT_STALL_TIMEOUT_S, BatchSource, End, Failure, VideoJob, produce, stalled,
+                                      storage_bytes)
 
 #: seconds between checks that the other side is still alive
 POLL_S = 0.5
@@ -102,7 +107,7 @@ def _sendable(error: BaseException) -> BaseException:
 def _serve(jobs, results, free, abort, parent: int) -> None:
     """A worker's life: take ``(number, VideoJob)`` from ``jobs`` and decode it into ``results``."""
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    default_signals_in_child()  # Ctrl-C and SIGTERM are the main process's to handle
     storages: dict[int, torch.UntypedStorage] = {}
 
     def parent_alive() -> bool:
@@ -220,8 +225,10 @@ class _Worker:
 class WorkerSource(BatchSource):
     """One video decoded by a worker process (see :class:`BatchSource`)."""
 
-    def __init__(self, pool: "DecodePool", worker: _Worker, number: int, job: VideoJob) -> None:
+    def __init__(self, pool: "DecodePool", worker: _Worker, number: int, job: VideoJob,
+                 stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> None:
         self.job = job
+        self._stall_s = stall_timeout_s
         self.path = job.path
         self._pool = pool
         self._worker: _Worker | None = worker
@@ -248,6 +255,7 @@ class WorkerSource(BatchSource):
         worker = self._worker
         if worker is None:
             raise RuntimeError(f"{self.path}: this video's decoding has ended")
+        waiting_since = time.monotonic()
         while True:
             try:
                 number, item = worker.results.get(timeout=POLL_S)
@@ -256,6 +264,11 @@ class WorkerSource(BatchSource):
                 if death is not None:
                     self._release()
                     raise InputError(f"the decoding process died ({death})") from None
+                if time.monotonic() - waiting_since >= self._stall_s:
+                    worker.process.kill()  # stuck in its decoder; the pool starts a fresh one
+                    worker.process.join(timeout=POLL_S * 10)
+                    self._release()
+                    raise stalled(self._stall_s) from None
                 continue
             if number != self._number:
                 worker.discard(item)  # the tail of an earlier video this worker read
@@ -287,11 +300,12 @@ class DecodePool:
     batch is read or it is closed). Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, workers: int, queue_size: int = 2) -> None:
+    def __init__(self, workers: int, queue_size: int = 2, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> None:
         if workers < 1:
             raise ValueError("a decode pool needs at least one worker")
         self._ctx = tmp.get_context(START_METHOD)
         self._queue_size = queue_size
+        self._stall_s = stall_timeout_s
         self.size = workers
         self._idle = [_Worker(self._ctx, queue_size) for _ in range(workers)]
         self._busy: list[_Worker] = []
@@ -304,7 +318,7 @@ class DecodePool:
         worker = self._idle.pop()
         self._busy.append(worker)
         self._jobs += 1
-        return WorkerSource(self, worker, self._jobs, job)
+        return WorkerSource(self, worker, self._jobs, job, self._stall_s)
 
     def _give_back(self, worker: _Worker) -> None:
         self._busy.remove(worker)

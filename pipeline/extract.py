@@ -17,12 +17,13 @@ import ctypes
 import hashlib
 import json
 import os
+import signal
 import time
 import traceback
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,9 +35,10 @@ from clipae.pipeline.audio import AudioSettings
 from clipae.pipeline.decode import DEFAULT_DECODERS, FrameSettings, InputError, one_line
 from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.interrupt import StopSignals
 from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
 from clipae.pipeline.packing import VideoDecoded, VideoFailed, VideoOpened, pack
-from clipae.pipeline.snippets import BatchSource, SnippetSource, VideoFacts, VideoJob
+from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S, BatchSource, SnippetSource, VideoFacts, VideoJob
 from clipae.pipeline.weights import WeightsError
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
@@ -187,7 +189,8 @@ def _stream_rows(name: str, ex: Extractor, batch: SnippetBatch) -> np.ndarray:
 
 
 def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], SnippetSource]], batch_size: int,
-                   progress: bool = False, across_videos: bool = True) -> Iterator[VideoResult]:
+                   progress: bool = False, across_videos: bool = True,
+                   stopped: Callable[[], bool] | None = None) -> Iterator[VideoResult]:
     """Features of many videos, in memory, the networks' batches filled across videos
     (:func:`clipae.pipeline.packing.pack`).
 
@@ -198,7 +201,8 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
     shared by several videos, each video's rows are tried alone, so only the videos the
     failure belongs to fail. ``across_videos=False`` keeps every batch within one video, so a
     video's rows do not depend on its neighbours (on a GPU, batch composition can change the
-    last bits of a result).
+    last bits of a result). ``stopped()`` is asked before each network batch: once it says
+    True, iteration ends without the videos not yet complete.
     """
     live: dict[Hashable, _Video] = {}
     streams: dict[Hashable, Mapping[str, Extractor]] = {}
@@ -229,6 +233,10 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
     trimmed = time.monotonic()
     with torch.no_grad():
         for event in pack(grouped(), batch_size):
+            if stopped is not None and stopped():
+                for video in live.values():
+                    video.bar.close()
+                return
             if time.monotonic() - trimmed > TRIM_EVERY_S:
                 _trim_heap()
                 trimmed = time.monotonic()
@@ -372,6 +380,7 @@ class RunConfig:
     cross_video_batches: bool = True  # short videos share network batches
     preset: dict | None = None  # ``--preset``: its name and the options that overrode it (manifest)
     hash_sources: bool = False  # bind lines to their video's sha256 too (reads every video on every run)
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S  # a decoder silent this long fails its video
 
 
 @dataclass
@@ -384,6 +393,8 @@ class Summary:
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: str = ""  # why the run stopped early (an output file could not be written), else ""
+    stopped_by: str | None = None  # the signal that stopped the run early
+    left: int = 0                  # videos not done because of it
 
     @classmethod
     def combine(cls, parts: list["Summary"]) -> "Summary":
@@ -395,7 +406,9 @@ class Summary:
         speed = f" ({self.video_s / self.wall_s:.2f}x real time)" if self.wall_s > 0 and self.video_s else ""
         return [f"failed {vid}: {err}" for vid, err in self.failures] + [
             f"{self.ok} ok, {self.failed} failed, {self.skipped} already done; {self.snippets} snippets, "
-            f"{self.video_s:.1f} s of video in {self.wall_s:.1f} s{speed}"]
+            f"{self.video_s:.1f} s of video in {self.wall_s:.1f} s{speed}"] + (
+            [f"stopped by {self.stopped_by}: {self.left} videos not done; run the same command again to resume"]
+            if self.stopped_by else [])
 
 
 @dataclass
@@ -475,8 +488,9 @@ def merge_record(plan: VideoPlan, fresh: dict, grid: SnippetGrid, audio_streams:
 class Runner:
     """Extracts every video of a :class:`RunConfig` into ``config.out`` (one rank's share under torchrun)."""
 
-    def __init__(self, config: RunConfig, ranks: Ranks | None = None) -> None:
+    def __init__(self, config: RunConfig, ranks: Ranks | None = None, stop: StopSignals | None = None) -> None:
         self.config = config
+        self.stop = stop
         self.ranks = ranks or Ranks.from_env()
         self.out = Path(config.out)
         self.extractors: dict[str, Extractor] = {}
@@ -500,7 +514,7 @@ class Runner:
             summary.stopped = str(mf.output_error(self.out, e))
             return summary
         device = next(iter(cfg.options.values()), ExtractorOptions()).device
-        with open_decoding(decode_workers_for(cfg.decode_workers, device)) as decoding:  # workers fork before any network is built
+        with open_decoding(decode_workers_for(cfg.decode_workers, device), cfg.stall_timeout_s) as decoding:  # workers fork before any network is built
             self.extractors = build_extractors(cfg.streams, cfg.options)
             if ranks.rank == 0:
                 try:
@@ -524,17 +538,30 @@ class Runner:
             ranks.barrier()  # every rank planned from the same manifest before anyone writes
             show = cfg.progress and ranks.rank == 0
             by_id = {plan.video_id: plan for plan in mine}
-            with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar, \
-                    contextlib.closing(extract_videos(self._sources(mine, decoding), batch_size_of(self.extractors.values()),
-                                                      show, across_videos=cfg.cross_video_batches)) as results:
-                for result in results:
-                    try:
-                        self._one(by_id[result.key], result, summary)
-                    except mf.OutputError as e:  # disk full, read-only, ...: stop; what is written stays valid
-                        summary.stopped = str(e)
-                        break
-                    bar.update(1)
+            stopped = (lambda: self.stop.requested) if self.stop is not None else None
+            with tqdm(total=len(mine), desc="videos", unit="video", disable=not show) as bar:
+                sources = self._sources(mine, decoding)
+                try:
+                    with contextlib.closing(extract_videos(sources, batch_size_of(self.extractors.values()), show,
+                                                           across_videos=cfg.cross_video_batches,
+                                                           stopped=stopped)) as results:
+                        for result in results:
+                            try:
+                                self._one(by_id[result.key], result, summary)
+                            except mf.OutputError as e:  # disk full, read-only, ...: stop; what is written stays valid
+                                summary.stopped = str(e)
+                                break
+                            bar.update(1)
+                            if stopped is not None and stopped():
+                                break
+                finally:
+                    sources.close()  # the videos still decoding
         summary.wall_s = time.monotonic() - started
+        if self.stop is not None and self.stop.requested:
+            # no barrier: every rank got the signal; the next run merges the shards
+            summary.stopped_by = signal.Signals(self.stop.signum).name
+            summary.left = len(mine) - summary.ok - summary.failed
+            return summary
         ranks.barrier()
         if ranks.distributed and ranks.rank == 0:
             try:
@@ -604,9 +631,12 @@ def decode_workers_for(workers: int | None, device: torch.device) -> int:
     return auto_decode_workers(device) if workers is None else workers
 
 
-def open_decoding(workers: int) -> "ThreadDecoding | DecodePool":
-    """``workers`` decoding processes, or a thread for 0."""
-    return DecodePool(workers) if workers > 0 else ThreadDecoding()
+def open_decoding(workers: int, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> "ThreadDecoding | DecodePool":
+    """``workers`` decoding processes, or a thread for 0; a decoder silent for ``stall_timeout_s``
+    fails its video (``stalled: no frames for N s``)."""
+    if workers > 0:
+        return DecodePool(workers, stall_timeout_s=stall_timeout_s)
+    return ThreadDecoding(stall_timeout_s)
 
 
 def sources_ahead(items: Iterable[tuple[object, VideoJob]], decoding: "ThreadDecoding | DecodePool"
@@ -638,8 +668,11 @@ class ThreadDecoding:
 
     size = 2
 
+    def __init__(self, stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> None:
+        self.stall_timeout_s = stall_timeout_s
+
     def open(self, job: VideoJob, after: SnippetSource | None = None) -> SnippetSource:
-        return SnippetSource(job, after=after)
+        return SnippetSource(job, after=after, stall_timeout_s=self.stall_timeout_s)
 
     def __enter__(self) -> "ThreadDecoding":
         return self
@@ -664,5 +697,7 @@ def _remove_partial_files(out: Path) -> None:
         mf.remove_partial_files(folder)
 
 
-def run(config: RunConfig, ranks: Ranks | None = None) -> Summary:
-    return Runner(config, ranks).run()
+def run(config: RunConfig, ranks: Ranks | None = None, stop: StopSignals | None = None) -> Summary:
+    """Extract every video of ``config``; with ``stop``, a SIGINT / SIGTERM ends the run between
+    network batches (``Summary.stopped_by``), leaving it resumable."""
+    return Runner(config, ranks, stop).run()

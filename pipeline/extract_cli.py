@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.presets import PRESETS, describe, get_preset, manifest_entry
+from clipae.pipeline.interrupt import EXIT_STATUS, StopSignals
+from clipae.pipeline.manifest import ManifestError
+from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S
 from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
 
 PROG = "clipae-extract"
@@ -70,6 +74,10 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
                         help="decode N videos at once in worker processes beside the networks; 0 decodes in a "
                              "thread of this process; auto: 0 on the CPU, else half the cores (at most 8, "
                              "shared by the ranks of a node) (default: %(default)s)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S, metavar="SECONDS",
+                        help="a decoder, ffmpeg pipe or decoding process that hands over nothing for this long "
+                             "fails its video ('stalled: no frames for N s') and the run goes on "
+                             "(default: %(default)g)")
     parser.add_argument("--per-video-batches", action="store_true",
                         help="never let two videos share a network batch (slower on short videos; a video's rows "
                              "then do not depend on the videos next to it)")
@@ -129,6 +137,8 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         raise ExtractionError(f"--streams names a stream twice: {args.streams}")
     if args.batch_size < 1:
         raise ExtractionError("--batch-size must be at least 1")
+    if not args.stall_timeout > 0:
+        raise ExtractionError(f"--stall-timeout {args.stall_timeout:g}: expected a number of seconds above 0")
     decode_workers = None if args.decode_workers == "auto" else _count(args.decode_workers)
     if decode_workers is not None and decode_workers < 0:
         raise ExtractionError(f"--decode-workers {args.decode_workers}: expected a number of processes (0 or more) or auto")
@@ -163,7 +173,8 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
                      progress=not args.quiet and sys.stderr.isatty(),
                      frame_settings=FrameSettings(short_side=args.short_side), preset=preset,
                      decoders=decoders, decode_workers=decode_workers,
-                     cross_video_batches=not args.per_video_batches, hash_sources=args.hash_sources)
+                     cross_video_batches=not args.per_video_batches, hash_sources=args.hash_sources,
+                     stall_timeout_s=args.stall_timeout)
 
 
 def parser_for(argv: list[str], prog: str = PROG, with_out: bool = True
@@ -210,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: WARNING: --random-weights: RANDOM weights for {', '.join(config.streams)}; these "
                   "features mean nothing (the manifest records \"random\")", file=sys.stderr)
         ranks.start()
-        summary = run(config, ranks)
-    except (ExtractionError, WeightsError) as e:
+        with StopSignals(PROG) as stop:
+            summary = run(config, ranks, stop)
+    except (ExtractionError, WeightsError, ManifestError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the output folder cannot be made or written
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -219,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         ranks.stop()
-    if ranks.rank == 0:
+    if ranks.rank == 0 or summary.stopped_by:
         for line in summary.lines():
-            print(line)
+            print(line, flush=True)
         if summary.stopped:
             print(f"{PROG}: error: {summary.stopped}; stopped (what is written is complete: fix it and run the "
                   "same command again to resume)", file=sys.stderr)
+    if summary.stopped_by:
+        return EXIT_STATUS[signal.Signals[summary.stopped_by]]
     if summary.stopped:
         return 2
     return 1 if summary.failed else 0

@@ -28,7 +28,8 @@ for ActivityNet files; features named ``<id>`` are matched with and without ``v_
 ``clipae-extract DIR OUT --streams clip,vggish`` adds the other streams on the same grid to the
 same manifest.
 
-Note: ``allow_pickle`` is needed to read the W-TALC object array; load only files you trust.
+The W-TALC object arrays are read with :func:`clipae.pipeline.safe_npy.load_npy`: arrays, strings
+and numbers only, so a crafted file runs no code.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import numpy as np
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.annotations import AnnotationError, canonical_id, load_ground_truth
 from clipae.pipeline.grid import SnippetGrid
+from clipae.pipeline.safe_npy import load_npy
 from clipae.pipeline.weights import sha256_of
 
 STREAM_DIM = 1024
@@ -88,17 +90,25 @@ def _str(x) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
+def _load(path: Path) -> np.ndarray:
+    """A W-TALC ``.npy`` file (arrays, strings and numbers only), or one :class:`FeatureImportError` line."""
+    try:
+        return load_npy(path)
+    except (OSError, ValueError) as e:  # UnsafeFileError included
+        raise FeatureImportError(f"cannot read {path} ({e})") from None
+
+
 def read_wtalc_index(folder: Path) -> tuple[list[str], dict[str, VideoInfo]]:
     """Video names (in feature order) and durations from a W-TALC annotation folder."""
     names_file, dur_file = folder / "videoname.npy", folder / "duration.npy"
     if not names_file.is_file():
         raise FeatureImportError(f"{folder} is not a W-TALC annotation folder (no videoname.npy)")
-    names = [_str(n) for n in np.load(names_file, allow_pickle=True)]
+    names = [_str(n) for n in _load(names_file)]
     infos: dict[str, VideoInfo] = {}
     if dur_file.is_file():
-        durations = np.asarray(np.load(dur_file, allow_pickle=True), dtype=np.float64).reshape(-1)
+        durations = np.asarray(_load(dur_file), dtype=np.float64).reshape(-1)
         fps_file = folder / "original_fps.npy"
-        fps = np.asarray(np.load(fps_file, allow_pickle=True), dtype=np.float64).reshape(-1) if fps_file.is_file() else None
+        fps = np.asarray(_load(fps_file), dtype=np.float64).reshape(-1) if fps_file.is_file() else None
         if len(durations) != len(names) or (fps is not None and len(fps) != len(names)):
             raise FeatureImportError(f"{folder}: videoname.npy has {len(names)} entries but duration.npy "
                                      f"{len(durations)}" + ("" if fps is None else f" and original_fps.npy {len(fps)}"))
@@ -119,7 +129,7 @@ def wtalc_fps_note(folder: Path, grid: SnippetGrid) -> str | None:
     path = folder / "extracted_fps.npy"
     if not path.is_file():
         return None
-    fps = np.asarray(np.load(path, allow_pickle=True), dtype=np.float64).reshape(-1)
+    fps = np.asarray(_load(path), dtype=np.float64).reshape(-1)
     differ = int(np.sum(np.abs(fps - grid.fps) > 1e-6))
     if not differ:
         return None
@@ -135,8 +145,8 @@ def read_wtalc(path: Path, annotations: Path | None) -> Iterator[VideoFeatures]:
                                  "whose videoname.npy names the rows")
     names, _ = read_wtalc_index(annotations)
     try:
-        feats = np.load(path, allow_pickle=True, encoding="bytes")
-    except (OSError, ValueError) as e:
+        feats = load_npy(path, encoding="bytes")
+    except (OSError, ValueError) as e:  # UnsafeFileError included
         raise FeatureImportError(f"cannot read {path} as a .npy array ({e})") from None
     if feats.ndim != 1 or len(feats) != len(names):
         raise FeatureImportError(f"{path} holds {feats.shape} entries but {annotations}/videoname.npy names "
@@ -446,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(note)
         outcomes = run_import(LAYOUTS[args.layout](args.features, args.annotations), infos, opts,
                               progress=not args.quiet and sys.stderr.isatty())
-    except FeatureImportError as e:
+    except (FeatureImportError, OSError) as e:  # OSError: the output folder cannot be written
         print(f"clipae-import-features: error: {e}", file=sys.stderr)
         return 2
     print(summary(outcomes, opts))

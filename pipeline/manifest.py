@@ -42,6 +42,10 @@ def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
 
 # --------------------------------------------------------------------------- reading
 
+class ManifestError(ValueError):
+    """A file that is not a manifest (one line naming the file and line)."""
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[dict]:
     """Every complete record of a manifest, in file order.
 

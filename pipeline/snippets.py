@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -29,8 +30,17 @@ import torch
 
 from clipae.extractors.base import SnippetBatch
 from clipae.pipeline.audio import AudioReader, AudioSettings
-from clipae.pipeline.decode import DEFAULT_DECODERS, FrameSettings, VideoDecoder, VideoTiming, backends_named
+from clipae.pipeline.decode import (DEFAULT_DECODERS, FrameSettings, InputError, VideoDecoder, VideoTiming,
+                                    backends_named)
 from clipae.pipeline.grid import SnippetGrid
+
+
+#: ``--stall-timeout``: seconds a decoder may hand over nothing before its video fails
+DEFAULT_STALL_TIMEOUT_S = 300.0
+#: seconds :meth:`SnippetSource.close` waits for a decoding thread to stop
+CLOSE_PATIENCE_S = 5.0
+#: seconds between two looks at a queue
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -164,14 +174,23 @@ class BatchSource:
 class SnippetSource(BatchSource):
     """Batches of one video (a :class:`VideoJob`), decoded in a background thread.
 
-    after: start only once this source has finished decoding (prefetch in order)
+    after:           start only once this source has finished decoding (prefetch in order)
+    stall_timeout_s: a decoder that hands over nothing for this long while the consumer waits
+                     fails the video with ``stalled: no frames for N s`` (see :func:`stalled`);
+                     its thread is left behind (a daemon, told to stop) and the run goes on
     """
 
-    def __init__(self, job: VideoJob, *, queue_size: int = 2, after: "SnippetSource | None" = None) -> None:
+    def __init__(self, job: VideoJob, *, queue_size: int = 2, after: "SnippetSource | None" = None,
+                 stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> None:
         self.job = job
         self.path = job.path
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
+        self._started = threading.Event()   # the producer is past waiting for ``after``
+        self._released = threading.Event()  # the producer returned, or was given up on
+        self._started_at = 0.0
+        self._stall_s = stall_timeout_s
+        self._stalled = False
         self._done = False
         self._after = after
         self._thread = threading.Thread(target=self._run, name=f"decode:{self.path}", daemon=True)
@@ -189,38 +208,69 @@ class SnippetSource(BatchSource):
         return item
 
     def _get(self):
-        item = self._queue.get()
+        waiting_since = time.monotonic()
+        while True:
+            try:
+                item = self._queue.get(timeout=POLL_S)
+                break
+            except queue.Empty:
+                if not self._started.is_set():
+                    continue  # the previous video is still decoding: not this one's stall
+                since = max(waiting_since, self._started_at)
+                if time.monotonic() - since >= self._stall_s:
+                    self._done = self._stalled = True
+                    self._give_up()
+                    raise stalled(self._stall_s) from None
         if isinstance(item, Failure):
             self._done = True
             raise item.error
         return item
 
     def close(self) -> None:
-        """Stop the thread (also mid-video) and release the decoder and ffmpeg."""
+        """Stop the thread (also mid-video) and release the decoder and ffmpeg; a thread stuck in
+        its decoder for ``CLOSE_PATIENCE_S`` is left behind."""
         self._stop.set()
-        while self._thread.is_alive():
+        deadline = time.monotonic() + (0.0 if self._stalled else CLOSE_PATIENCE_S)
+        while self._thread.is_alive() and time.monotonic() < deadline:
             try:
-                self._queue.get(timeout=0.1)
+                self._queue.get(timeout=POLL_S)
             except queue.Empty:
                 pass
-        self._thread.join()
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._give_up()
+
+    def _give_up(self) -> None:
+        self._stop.set()
+        self._released.set()  # the next video need not wait for this thread
 
     # ------------------------------------------------------------------ producer side
 
     def _put(self, item) -> bool:
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                self._queue.put(item, timeout=POLL_S)
                 return True
             except queue.Full:
                 pass
         return False
 
     def _run(self) -> None:
-        if self._after is not None:
-            self._after._thread.join()
-            self._after = None
-        produce(self.job, self._put, self._stop.is_set)
+        try:
+            if self._after is not None:
+                while not self._after._released.wait(POLL_S):
+                    if self._stop.is_set():
+                        return
+                self._after = None
+            self._started_at = time.monotonic()
+            self._started.set()
+            produce(self.job, self._put, self._stop.is_set)
+        finally:
+            self._released.set()
+
+
+def stalled(seconds: float) -> InputError:
+    """The error of a video whose decoder produced nothing for ``seconds``."""
+    return InputError(f"stalled: no frames for {seconds:g} s")
 
 
 def storage_bytes(storage: torch.UntypedStorage) -> np.ndarray:
@@ -236,31 +286,47 @@ class Recycler:
     about as long as decoding itself (``python -m cProfile`` on :func:`produce`). Buffers come
     back through ``weakref.finalize`` on the tensor each array hangs from, so a batch the
     consumer still holds is never reused; at most ``keep`` idle buffers are kept.
+
+    No lock is taken anywhere: a finalizer runs inside whatever allocation starts a GC pass, in
+    any thread, also in the middle of :meth:`empty`, so a lock held there could be waited for by
+    the finalizer in the same thread (a deadlock). The free list is a ``deque`` whose ``append``
+    and ``popleft`` are atomic, and nothing iterates it.
     """
 
     def __init__(self, keep: int = 1) -> None:
         self._free: deque[torch.UntypedStorage] = deque()
         self._keep = keep
-        self._lock = threading.Lock()
 
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        with self._lock:
-            storage = next((s for s in self._free if s.nbytes() >= nbytes), None)
-            if storage is not None:
-                self._free.remove(storage)
+        storage = self._take(nbytes)
         if storage is None:
             storage = torch.UntypedStorage(nbytes)
         raw = storage_bytes(storage)
         weakref.finalize(raw.base, self._give_back, storage)
         return raw[:nbytes].view(dtype).reshape(shape)
 
-    def _give_back(self, storage: torch.UntypedStorage) -> None:
-        with self._lock:
+    def _take(self, nbytes: int) -> torch.UntypedStorage | None:
+        """An idle buffer of at least ``nbytes`` off the free list, or ``None``; smaller ones stay there."""
+        for _ in range(len(self._free)):
+            try:
+                storage = self._free.popleft()
+            except IndexError:  # emptied meanwhile by another thread
+                return None
+            if storage.nbytes() >= nbytes:
+                return storage
             self._free.append(storage)
-            while len(self._free) > self._keep:
+        return None
+
+    def _give_back(self, storage: torch.UntypedStorage) -> None:
+        """Called by ``weakref.finalize`` (any thread, any moment): lock-free, see the class docstring."""
+        self._free.append(storage)
+        while len(self._free) > self._keep:
+            try:
                 self._free.popleft()
+            except IndexError:
+                break
 
 
 #: where the frames of snippet batches are cut (one per process)

@@ -8,6 +8,7 @@ import pytest
 
 from clipae.eval import localize
 from clipae.eval.proposals import ProposalConfig
+from clipae.pipeline.extract import ExtractionError
 
 T = 20
 
@@ -43,7 +44,8 @@ def stand_ins(monkeypatch, tmp_path):
 
     holder = {}
     monkeypatch.setitem(sys.modules, "clipae.models.run", types.SimpleNamespace(load_run=lambda p: holder["run"]))
-    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract", types.SimpleNamespace(extract_video=extract_video))
+    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract",
+                        types.SimpleNamespace(extract_video=extract_video, ExtractionError=ExtractionError))
     video = tmp_path / "v.mp4"
     video.write_bytes(b"stand-in")
     return (lambda weights: holder.update(run=StandInRun(weights))), seen, video

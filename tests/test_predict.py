@@ -22,6 +22,7 @@ from clipae.eval.report import score
 from clipae.eval.results import build_inputs
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.annotations import GroundTruth, load_ground_truth
+from clipae.pipeline.extract import ExtractionError
 
 CLASSES = ["A", "B", "C"]
 PERM = [2, 0, 1]           # cluster k fires on class CLASSES[PERM[k]]
@@ -168,7 +169,8 @@ def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
         return record, {"i3d_rgb": rgb, "clip": np.zeros((T, 4), np.float32)}
 
     monkeypatch.setitem(sys.modules, "clipae.models.run", types.SimpleNamespace(load_run=lambda p: run))
-    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract", types.SimpleNamespace(extract_video=extract_video))
+    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract",
+                        types.SimpleNamespace(extract_video=extract_video, ExtractionError=ExtractionError))
     video = tmp_path / "test_1.mp4"
     video.write_bytes(b"stand-in")
     out, png = tmp_path / "out.json", tmp_path / "timeline.png"
