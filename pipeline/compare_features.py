@@ -35,6 +35,7 @@ from clipae.pipeline import manifest as mf
 from clipae.pipeline.annotations import canonical_id
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.presets import PRESETS
+from clipae.pipeline.safe_npy import UnsafeFileError, load_npy
 
 PROG = "clipae-compare-features"
 DEFAULT_STREAMS = ("i3d_rgb", "i3d_flow")
@@ -49,15 +50,11 @@ class CompareError(ValueError):
 # --------------------------------------------------------------------------- reading
 
 def load_object_array(path: Path) -> np.ndarray:
-    """A ``.npy`` object array (W-TALC's joint features, ``videoname.npy``).
-
-    MERGE NOTE: this is the only place this module reads pickled data. It is to be replaced by
-    the project's shared restricted unpickler for object ``.npy`` files when that lands; until then
-    ``allow_pickle=True`` is needed, so only files the user trusts should be passed.
-    """
+    """A ``.npy`` object array (W-TALC's joint features, ``videoname.npy``), read through the
+    restricted unpickler of :mod:`clipae.pipeline.safe_npy` (arrays, strings and numbers only)."""
     try:
-        return np.load(path, allow_pickle=True, encoding="bytes")
-    except (OSError, ValueError, EOFError) as e:
+        return load_npy(path, encoding="bytes")
+    except (OSError, ValueError, UnsafeFileError) as e:
         raise CompareError(f"cannot read {path} as a .npy array ({e})") from None
 
 

@@ -159,3 +159,17 @@ def test_crafted_checkpoint_is_refused_by_eval_and_train(run_dir, tmp_path, caps
     assert train.main(argv) == 2                      # resuming reads the checkpoint too
     assert "refused" in one_line(capsys.readouterr().err)
     assert not marker.exists()
+
+
+def test_compare_features_reads_wtalc_arrays_without_running_them(tmp_path, capsys):
+    from clipae.pipeline import compare_features
+    marker = tmp_path / "ran"
+    bad = crafted_object_array(tmp_path / "features.npy", marker)
+    with pytest.raises(compare_features.CompareError, match="cannot read"):
+        compare_features.load_object_array(bad)
+    assert not marker.exists()
+    ok = np.empty(2, dtype=object)
+    ok[0], ok[1] = np.zeros((3, 4), np.float32), np.ones((2, 4), np.float32)
+    np.save(tmp_path / "good.npy", ok, allow_pickle=True)
+    loaded = compare_features.load_object_array(tmp_path / "good.npy")
+    assert [a.shape for a in loaded] == [(3, 4), (2, 4)]

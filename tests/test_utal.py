@@ -52,7 +52,7 @@ def correct(labels, truth):
 
 def test_later_rounds_fix_the_round_zero_clusters(scenes, tmp_path):
     assert run(scenes, tmp_path / "run", "--rounds", "3", "--plot") == 0
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
     gt = load_ground_truth(scenes["ground_truth"])
     truth = np.array([gt.classes.index(gt.database[v]["annotations"][0]["label"]) for v in state["video_ids"]])
     first, last = (np.asarray(a) for a in (state["assignments"][0], state["assignments"][-1]))
