@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = build_inputs(gt, subset, results, args.unknown_videos, args.strict_ids)
         result = score(inputs, tious, args.protocol, subset)
         elapsed = time.perf_counter() - t0
-    except (*ERRORS, OSError) as e:  # OSError: an output that cannot be written
+    except ERRORS as e:
         print(f"clipae-eval: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a file that cannot be read or written (no permission, disk full, a file as folder)

@@ -114,6 +114,11 @@ def bad_inputs(root: Path, data: dict) -> dict[str, list[list[str]]]:
             [r("garbage.json"), "-o", r("gt.json")],
             [str(data["ground_truth"]), "-o", r("a_file/gt.json")],
         ],
+        "clipae-compare-features": [
+            [r("missing"), r("missing2")],
+            [r("garbage.json"), r("junk.npy")],
+            [r("a_file"), r("a_file")],
+        ],
         "clipae-import-features": [
             ["wtalc", r("missing"), r("imp")],
             ["wtalc", r("junk.npy"), r("imp"), "--annotations", r("a_file")],
