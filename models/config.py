@@ -72,8 +72,8 @@ class ClusterConfig:
     num_clusters: int | None = None      # None: the number of classes of the ground truth
     n_init: int = 10
     embedding: str = "contrast"          # how rounds >= 1 embed a video (clustering.EMBEDDINGS)
-    first_embedding: str = "mean"        # round 0: "mean" of raw features, or "actionness": cluster.embedding
-                                         # weighted by a label-free actionness (clustering.distance_actionness)
+    first_embedding: str = "actionness"  # round 0: cluster.embedding weighted by a label-free actionness
+                                         # (clustering.distance_actionness), or "mean" of the raw features
     stop_below: float = 0.0              # end the rounds early once fewer videos than this fraction change cluster
 
 
