@@ -17,7 +17,9 @@ the same way:
 - ``oracle+norm``: the same actionness with each video's true class (an oracle classifier).
 
 It prints one table per family: cluster accuracy per round (Hungarian against each training
-video's main class), NMI of the last round, mAP@0.1..0.7 and their mean, each as mean ± std over
+video's main class), NMI of the last round, the fraction of clusters whose label-free name
+(``clipae-train --class-names``, with a synthetic text tower: a class's text is its VLP direction)
+is the ground-truth mapping's class, mAP@0.1..0.7 and their mean, each as mean ± std over
 the seeds, and the wall time; then a summary across families. ``--split validation`` holds out a
 fifth of the training videos (``data.val_fraction``) and scores them instead of the test subset:
 that is the split on which settings are chosen, never the test subset.
@@ -45,7 +47,7 @@ from clipae.eval.predict import predict_results, to_entries
 from clipae.eval.proposals import ProposalConfig, generate_proposals, minmax
 from clipae.eval.results import build_inputs
 from clipae.models.clustering import cluster, cluster_accuracy
-from clipae.models.synthetic import SyntheticSpec, generate
+from clipae.models.synthetic import SyntheticSpec, SyntheticTextTower, generate
 from clipae.pipeline.annotations import GroundTruth, load_ground_truth
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.manifest import load_stream, read_manifest
@@ -152,7 +154,23 @@ def rounds_table(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def run_variant(variant: str, size: Size, paths: dict, root: Path, seed: int, split: str, timeout_s: float) -> dict:
+def names_agreement(run, run_dir: Path, paths: dict, spec: SyntheticSpec, gt: GroundTruth) -> float | None:
+    """Fraction of clusters whose label-free ``clip-text`` name (:mod:`clipae.models.naming`, with the
+    synthetic text tower) is the class the ground-truth Hungarian mapping gives them."""
+    if not run.train_assignments or "clip" not in run.streams:
+        return None
+    from clipae.models.naming import name_clusters, pooled_video_features
+    tower = SyntheticTextTower(spec)
+    named = name_clusters(run.train_assignments, pooled_video_features(run, paths["manifest"]), len(run.classes),
+                          list(gt.classes), tower.embed(list(gt.classes)))
+    labels = gt.video_labels()
+    truth = build_mapping(dict(run.train_assignments), {v: labels[v] for v in run.train_assignments},
+                          len(run.classes), list(gt.classes))
+    return float(np.mean([a == b for a, b in zip(named.cluster_to_class, truth.cluster_to_class)]))
+
+
+def run_variant(variant: str, size: Size, paths: dict, root: Path, seed: int, split: str, timeout_s: float,
+                spec: SyntheticSpec) -> dict:
     out = root / f"run-{variant}"
     t0 = time.time()
     proc = subprocess.run(train_argv(variant, size, paths, out, seed, split), capture_output=True, text=True,
@@ -169,7 +187,7 @@ def run_variant(variant: str, size: Size, paths: dict, root: Path, seed: int, sp
     acc = [float(r["cluster_acc"]) for r in rows if r.get("cluster_acc") not in (None, "")]
     nmi = [float(r["nmi"]) for r in rows if r.get("nmi") not in (None, "")]
     return {"mAP": map_scores(gt_eval, subset, results).tolist(), "acc_rounds": acc,
-            "nmi": nmi[-1] if nmi else None, "seconds": seconds}
+            "nmi": nmi[-1] if nmi else None, "names": names_agreement(run, out, paths, spec, gt), "seconds": seconds}
 
 
 def actionness(features: dict[str, np.ndarray], streams: list[str], stats: dict) -> np.ndarray:
@@ -238,6 +256,7 @@ class Cell:
     mAP: list[list[float]] = field(default_factory=list)
     acc_rounds: list[list[float]] = field(default_factory=list)
     nmi: list[float] = field(default_factory=list)
+    names: list[float] = field(default_factory=list)     # clip-text names that equal the ground-truth mapping
     seconds: list[float] = field(default_factory=list)
 
 
@@ -250,14 +269,14 @@ def _pm(values, scale=1.0, digits=1) -> str:
 
 def print_table(family: str, cells: dict[str, Cell], seeds: list[int], split: str) -> None:
     print(f"\nfamily {family} ({FAMILIES[family] or 'base settings'}), seeds {seeds}, scored on {split}")
-    head = ["row", "acc r0", "acc last", "NMI"] + [f"mAP@{t:g}" for t in TIOUS] + ["mean", "s"]
+    head = ["row", "acc r0", "acc last", "NMI", "names"] + [f"mAP@{t:g}" for t in TIOUS] + ["mean", "s"]
     print("  ".join(f"{h:>12}" for h in head))
     for name, c in cells.items():
         m = np.asarray(c.mAP)
         row = [name,
                _pm([a[0] for a in c.acc_rounds], digits=3) if c.acc_rounds else "-",
                _pm([a[-1] for a in c.acc_rounds], digits=3) if c.acc_rounds else "-",
-               _pm(c.nmi, digits=3)]
+               _pm(c.nmi, digits=3), _pm(c.names, digits=2)]
         row += [_pm(m[:, i], 100) for i in range(len(TIOUS))] + [_pm(m.mean(1), 100), f"{np.mean(c.seconds):.0f}"]
         print("  ".join(f"{x:>12}" for x in row))
     sys.stdout.flush()
@@ -342,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 froot = root / fam / f"seed{seed}"
                 paths = generate(froot / "data", spec)
                 with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-                    futures = {v: pool.submit(run_variant, v, size, paths, froot, seed, a.split, a.timeout)
+                    futures = {v: pool.submit(run_variant, v, size, paths, froot, seed, a.split, a.timeout, spec)
                                for v in variants}
                     results = {v: f.result() for v, f in futures.items()}
                 if not a.no_baselines:
@@ -355,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                         c.acc_rounds.append(r["acc_rounds"])
                     if r.get("nmi") is not None:
                         c.nmi.append(r["nmi"])
+                    if r.get("names") is not None:
+                        c.names.append(r["names"])
             table[fam] = cells
             print_table(fam, cells, seeds, a.split)
     print("\nsummary")

@@ -146,6 +146,21 @@ def make_video(spec: SyntheticSpec, dirs: _Directions, label: int, rng: np.rando
     return f, instances, has_audio
 
 
+class SyntheticTextTower:
+    """A stand-in for CLIP's text tower on synthetic data: the embedding of a class name is that
+    class's VLP direction (what its ``clip`` rows show), as CLIP's text of a class names what its
+    images show. ``embed(names) -> (len(names), clip dim)`` unit rows."""
+
+    weights_id = "random"
+
+    def __init__(self, spec: SyntheticSpec):
+        self.directions = _Directions(spec, np.random.default_rng(spec.seed)).vlp_class
+        self.names = class_names(spec.classes)
+
+    def embed(self, names: list[str]) -> np.ndarray:
+        return np.stack([self.directions[self.names.index(n)] for n in names])
+
+
 def class_names(k: int) -> list[str]:
     return [f"action_{i:02d}" for i in range(k)]
 

@@ -11,7 +11,7 @@ from clipae.eval.predict import cluster_mapping, default_mapping_method
 from clipae.models import train
 from clipae.models.naming import name_clusters, name_run
 from clipae.models.run import load_run
-from clipae.models.synthetic import SyntheticSpec, _Directions, class_names, generate
+from clipae.models.synthetic import SyntheticSpec, SyntheticTextTower, class_names, generate
 from clipae.pipeline.annotations import canonical_id, load_ground_truth
 
 TINY = ["data.num_segments=64", "model.hidden_dim=32", "model.attention_dim=16", "model.caf_dim=16",
@@ -42,17 +42,7 @@ def test_names_follow_the_most_similar_text_one_to_one():
     np.testing.assert_allclose(back.similarity, mapping.similarity, atol=1e-6)
 
 
-class SyntheticTower:
-    """The text embedding of a synthetic class is its VLP direction (what its clip rows show)."""
-
-    weights_id = "random"
-
-    def __init__(self, spec):
-        self.directions = _Directions(spec, np.random.default_rng(spec.seed)).vlp_class
-        self.names = class_names(spec.classes)
-
-    def embed(self, names):
-        return np.stack([self.directions[self.names.index(n)] for n in names])
+SyntheticTower = SyntheticTextTower
 
 
 @pytest.fixture(scope="module")

@@ -147,6 +147,8 @@ def test_bench_is_deterministic_given_a_seed(tmp_path, capsys):
     cells = outs[0]["base"]
     assert set(cells) == {"clip-ae", "weakly", "kmeans+norm", "oracle+norm"}
     assert len(cells["clip-ae"]["acc_rounds"][0]) == bench_utal.SIZES["smoke"].rounds
+    assert len(cells["clip-ae"]["names"]) == 1 and 0 <= cells["clip-ae"]["names"][0] <= 1
+    assert cells["weakly"]["names"] == []
     printed = capsys.readouterr().out
     assert "family base" in printed and "% of weakly" in printed and "oracle+norm" in printed
     # the weakly upper bound trains as many epochs in one round as the unsupervised run in all of them
@@ -158,12 +160,13 @@ def test_bench_is_deterministic_given_a_seed(tmp_path, capsys):
 
 
 def test_table_and_summary_over_several_seeds(capsys):
-    runs = {"clip-ae": bench_utal.Cell([[0.8] * 7, [0.6] * 7], [[0.5, 0.9], [0.6, 0.8]], [0.7, 0.9], [1.0, 2.0]),
-            "weakly": bench_utal.Cell([[0.9] * 7, [0.7] * 7], [], [], [1.0, 1.0]),
-            "kmeans+norm": bench_utal.Cell([[0.1] * 7, [0.3] * 7], [[0.4], [0.4]], [], [0.0, 0.0])}
+    runs = {"clip-ae": bench_utal.Cell([[0.8] * 7, [0.6] * 7], [[0.5, 0.9], [0.6, 0.8]], [0.7, 0.9], [1.0, 0.5],
+                                       seconds=[1.0, 2.0]),
+            "weakly": bench_utal.Cell([[0.9] * 7, [0.7] * 7], seconds=[1.0, 1.0]),
+            "kmeans+norm": bench_utal.Cell([[0.1] * 7, [0.3] * 7], [[0.4], [0.4]], seconds=[0.0, 0.0])}
     bench_utal.print_table("base", runs, [0, 1], "test")
     out = capsys.readouterr().out
-    assert "70.0±10.0" in out and "0.550±0.050" in out and "0.850±0.050" in out
+    assert "70.0±10.0" in out and "0.550±0.050" in out and "0.850±0.050" in out and "0.75±0.25" in out
     lines = bench_utal.summary({"base": runs})
     assert lines[0].endswith("(base): +0.300")
     assert "clip-ae 70.0, 88% of weakly 80.0, > kmeans+norm 20.0" in lines[1]
