@@ -270,7 +270,7 @@ def _pm(values, scale=1.0, digits=1) -> str:
 def print_table(family: str, cells: dict[str, Cell], seeds: list[int], split: str) -> None:
     print(f"\nfamily {family} ({FAMILIES[family] or 'base settings'}), seeds {seeds}, scored on {split}")
     head = ["row", "acc r0", "acc last", "NMI", "names"] + [f"mAP@{t:g}" for t in TIOUS] + ["mean", "s"]
-    print("  ".join(f"{h:>12}" for h in head))
+    print(f"{head[0]:>13}  " + "  ".join(f"{h:>12}" for h in head[1:]))
     for name, c in cells.items():
         m = np.asarray(c.mAP)
         row = [name,
@@ -278,7 +278,7 @@ def print_table(family: str, cells: dict[str, Cell], seeds: list[int], split: st
                _pm([a[-1] for a in c.acc_rounds], digits=3) if c.acc_rounds else "-",
                _pm(c.nmi, digits=3), _pm(c.names, digits=2)]
         row += [_pm(m[:, i], 100) for i in range(len(TIOUS))] + [_pm(m.mean(1), 100), f"{np.mean(c.seconds):.0f}"]
-        print("  ".join(f"{x:>12}" for x in row))
+        print(f"{row[0]:>13}  " + "  ".join(f"{x:>12}" for x in row[1:]))
     sys.stdout.flush()
 
 
