@@ -5,6 +5,8 @@ called in-process through the entry-point functions."""
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import io
 import re
 import shlex
@@ -136,6 +138,9 @@ COMMANDS = documented_commands()
 def test_documented_command_exists_with_its_flags(where, tokens):
     name, target, args = resolve(tokens)
     assert target, f"{where}: {name} is not a console script of setup.cfg"
+    module, _, function = target.partition(":")
+    assert importlib.util.find_spec(module) is not None, f"{where}: {name}: no module {module}"
+    assert callable(getattr(importlib.import_module(module), function, None)), f"{where}: {name}: {target} is missing"
     help_, asked = command_help(target, args)
     stale = [flag for flag in flags(args) if not uses_flag(help_, flag)]
     assert not stale, f"{where}: {name} {asked} does not list {', '.join(stale)}"
@@ -168,5 +173,7 @@ def test_the_checker_finds_a_stale_flag_an_unknown_script_and_a_subcommand():
     eval_help, _ = command_help(*resolve(commands[3][1])[1:])
     assert flags(commands[3][1][1:]) == ["--subset", "--strict-ids"]
     assert all(uses_flag(eval_help, f) for f in ["--subset", "--strict-ids"])
+    assert resolve(["python", "-m", "clipae.pipeline.no_such_module", "--x"])[1] == "clipae.pipeline.no_such_module:main"
+    assert importlib.util.find_spec("clipae.pipeline.no_such_module") is None
     torchrun = ["torchrun", "--nproc_per_node=4", "-m", "clipae.models.train", "--manifest", "m"]
     assert resolve(torchrun) == ("python -m clipae.models.train", "clipae.models.train:main", ["--manifest", "m"])
