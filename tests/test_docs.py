@@ -1,7 +1,7 @@
 """Every command in the fenced shell blocks of README.md and docs/*.md exists, with every flag it
-uses: the console scripts of setup.cfg, ``python -m clipae....`` and ``torchrun ... -m clipae....``
-lines are checked against their own ``--help`` (a subcommand's, such as ``clipae-bench utal``),
-called in-process through the entry-point functions."""
+uses. The console scripts of setup.cfg (also as the command of a ``docker run``), ``python -m
+clipae....`` and ``torchrun ... -m clipae....`` lines are checked against their own ``--help`` (a
+subcommand's, such as ``clipae-bench utal``), called in-process through the entry-point functions."""
 from __future__ import annotations
 
 import functools
@@ -62,8 +62,12 @@ def command_lines(body: str) -> list[tuple[int, list[str]]]:
 
 def resolve(tokens: list[str]) -> tuple[str, str, list[str]] | None:
     """tokens -> (script name, ``module:function`` of its entry point, its arguments), or None
-    for a command that is not clipae's (``make``, ``docker``, ``python -c``, ...)."""
+    for a command that is not clipae's (``make``, ``docker build``, ``python -c``, ...); a
+    ``docker run`` line is checked for the clipae command it runs in the image."""
     first = tokens[0]
+    if first == "docker" and tokens[1:2] == ["run"]:  # the command after the image
+        at = next((i for i, t in enumerate(tokens) if t.startswith("clipae-")), None)
+        return resolve(tokens[at:]) if at is not None else None
     if first.startswith("clipae-"):
         return first, console_scripts().get(first, ""), tokens[1:]
     module_at = None
@@ -175,5 +179,7 @@ def test_the_checker_finds_a_stale_flag_an_unknown_script_and_a_subcommand():
     assert all(uses_flag(eval_help, f) for f in ["--subset", "--strict-ids"])
     assert resolve(["python", "-m", "clipae.pipeline.no_such_module", "--x"])[1] == "clipae.pipeline.no_such_module:main"
     assert importlib.util.find_spec("clipae.pipeline.no_such_module") is None
+    docker = shlex.split("docker run --gpus all -v /d:/out clipae clipae-train --manifest /out/m.jsonl")
+    assert resolve(docker)[0::2] == ("clipae-train", ["--manifest", "/out/m.jsonl"])
     torchrun = ["torchrun", "--nproc_per_node=4", "-m", "clipae.models.train", "--manifest", "m"]
     assert resolve(torchrun) == ("python -m clipae.models.train", "clipae.models.train:main", ["--manifest", "m"])
