@@ -177,7 +177,8 @@ def test_the_checker_finds_a_stale_flag_an_unknown_script_and_a_subcommand():
     eval_help, _ = command_help(*resolve(commands[3][1])[1:])
     assert flags(commands[3][1][1:]) == ["--subset", "--strict-ids"]
     assert all(uses_flag(eval_help, f) for f in ["--subset", "--strict-ids"])
-    assert resolve(["python", "-m", "clipae.pipeline.no_such_module", "--x"])[1] == "clipae.pipeline.no_such_module:main"
+    missing = resolve(["python", "-m", "clipae.pipeline.no_such_module", "--x"])
+    assert missing[1] == "clipae.pipeline.no_such_module:main"
     assert importlib.util.find_spec("clipae.pipeline.no_such_module") is None
     docker = shlex.split("docker run --gpus all -v /d:/out clipae clipae-train --manifest /out/m.jsonl")
     assert resolve(docker)[0::2] == ("clipae-train", ["--manifest", "/out/m.jsonl"])
