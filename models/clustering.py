@@ -1,6 +1,8 @@
 """Video-level features → K clusters → pseudo video labels (the TCAM / UGCT unsupervised protocol).
 
-Round 0 embeds each video by the mean of its raw snippet features (TCAM's first round). Later
+Round 0 has no model yet: by default (``cluster.first_embedding=actionness``) it takes the
+``cluster.embedding`` below with a label-free actionness (:func:`distance_actionness`) in place of
+the attention; ``mean`` gives TCAM's first round, the mean of the raw snippet features. Later
 rounds embed what the trained model has learned (``cluster.embedding``, :data:`EMBEDDINGS`):
 
 - ``contrast`` (default): per view, the attention *contrast* of the standardised snippet features,
