@@ -279,7 +279,17 @@ def print_table(family: str, cells: dict[str, Cell], seeds: list[int], split: st
                _pm(c.nmi, digits=3), _pm(c.names, digits=2)]
         row += [_pm(m[:, i], 100) for i in range(len(TIOUS))] + [_pm(m.mean(1), 100), f"{np.mean(c.seconds):.0f}"]
         print(f"{row[0]:>13}  " + "  ".join(f"{x:>12}" for x in row[1:]))
+    per_round = {n: per_round_accuracy(c) for n, c in cells.items() if c.acc_rounds and len(c.acc_rounds[0]) > 1}
+    if per_round:
+        print("cluster accuracy per round (mean over seeds): "
+              + "; ".join(f"{n} {' → '.join(f'{a:.3f}' for a in accs)}" for n, accs in per_round.items()))
     sys.stdout.flush()
+
+
+def per_round_accuracy(c: "Cell") -> list[float]:
+    """Mean over seeds of each round's cluster accuracy (runs that stopped early are cut to the shortest)."""
+    n = min(len(a) for a in c.acc_rounds)
+    return [float(np.mean([a[r] for a in c.acc_rounds])) for r in range(n)]
 
 
 def summary(table: dict[str, dict[str, Cell]]) -> list[str]:

@@ -151,12 +151,13 @@ class Trainer:
         self.log_file = out / "train.log"
 
     # ---- bookkeeping -------------------------------------------------------------------------
-    def log(self, msg: str) -> None:
+    def log(self, msg: str, echo: bool = True) -> None:
+        """A line of ``train.log`` (rank 0), also on stderr unless ``--quiet`` or not ``echo``."""
         if not self.dist.main:
             return
         with open(self.log_file, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
-        if not self.quiet:
+        if echo and not self.quiet:
             tqdm.write(msg, file=sys.stderr)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
@@ -427,6 +428,9 @@ class Trainer:
                 self.history["epochs"].append({"round": r, "epoch": e, **{
                     k: round(metrics.get(k, 0.0), 6) for k in ("total", "mil", "collab", "sparsity", "decor", "insdis")},
                     "seconds": round(seconds, 3)})
+                self.log(f"round {r} epoch {e}: " + " ".join(f"{k} {v:.4f}" for k, v in self.history["epochs"][-1].items()
+                                                            if k not in ("round", "epoch", "seconds"))
+                         + f" ({seconds:.1f}s)", echo=False)
                 if e + 1 == t.epochs_per_round:
                     self.history["rounds"].append({"round": r, **self.round_info, **self._monitor(),
                                                    "round_s": round(self.round_seconds, 3)})

@@ -70,6 +70,7 @@ def test_later_rounds_fix_the_round_zero_clusters(scenes, tmp_path):
     assert (tmp_path / "run" / "training.png").stat().st_size > 10_000
     log = (tmp_path / "run" / "train.log").read_text()
     assert "videos changed cluster" in log and "contrast embedding" in log
+    assert "round 2 epoch 5: total " in log and " insdis " in log and " decor " in log
 
 
 def test_contrast_embedding_ignores_what_is_constant_over_a_video():
@@ -167,6 +168,7 @@ def test_table_and_summary_over_several_seeds(capsys):
     bench_utal.print_table("base", runs, [0, 1], "test")
     out = capsys.readouterr().out
     assert "70.0±10.0" in out and "0.550±0.050" in out and "0.850±0.050" in out and "0.75±0.25" in out
+    assert "cluster accuracy per round (mean over seeds): clip-ae 0.550 → 0.850" in out
     lines = bench_utal.summary({"base": runs})
     assert lines[0].endswith("(base): +0.300")
     assert "clip-ae 70.0, 88% of weakly 80.0, > kmeans+norm 20.0" in lines[1]
