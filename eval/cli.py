@@ -72,13 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_setting(run, name: str):
-    """``name`` recorded in the run's config (top level or its ``data`` section), else ``None``."""
-    cfg = getattr(run, "config", None)
-    for section in (cfg, getattr(cfg, "data", None)):
-        value = section.get(name) if isinstance(section, dict) else getattr(section, name, None)
-        if value:
-            return value
-    return None
+    """``name`` (``manifest``, ``annotations``) as ``clipae-train`` recorded it in the run's
+    ``extraction.json``, else ``None``."""
+    value = (getattr(run, "extraction", None) or {}).get(name)
+    return str(value) if value else None
 
 
 def _predict(args) -> tuple[dict, object, str]:

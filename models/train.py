@@ -520,7 +520,10 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
         out.mkdir(parents=True, exist_ok=True)
         if not ckpt.exists():
             save_config(cfg, out / "config.yaml")
-            _write_json_atomic(out / "extraction.json", extraction_settings(store, tset.video_ids, streams))
+            _write_json_atomic(out / "extraction.json", {
+                **extraction_settings(store, tset.video_ids, streams),
+                # where the training data came from: clipae-eval --run reads them when not given
+                "manifest": str(Path(args.manifest).resolve()), "annotations": str(Path(args.annotations).resolve())})
             if vset is not None:
                 _write_json_atomic(out / "validation.json", {"video_ids": vset.video_ids})
     if d.world > 1:

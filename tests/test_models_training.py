@@ -107,6 +107,16 @@ def test_weakly_run_folder_and_inference_api(data, weakly_runs):
     assert run.classes[int(out["video_scores"].argmax())] == true
 
 
+def test_eval_run_finds_its_manifest_and_ground_truth(data, weakly_runs, capsys):
+    from clipae.eval import cli as eval_cli
+    recorded = json.loads((weakly_runs / "full" / "extraction.json").read_text())
+    assert recorded["manifest"] == str(data["manifest"].resolve())
+    assert recorded["annotations"] == str(data["ground_truth"].resolve())
+    assert eval_cli.main(["--run", str(weakly_runs / "full"), "--quiet", "-o", str(weakly_runs / "pred.json")]) == 0
+    out = capsys.readouterr().out
+    assert "subset test" in out and "mAP@0.1" in out
+
+
 def test_losses_fall(weakly_runs):
     rows = metrics(weakly_runs / "full")
     assert len(rows) == 15

@@ -31,10 +31,11 @@ T, STEP = 40, 16 / 25      # snippets per video, seconds per snippet
 
 class FakeRun:
     def __init__(self, unsupervised=True, manifest=None, annotations=None):
-        self.config = SimpleNamespace(proposals=ProposalConfig(), manifest=manifest, annotations=annotations)
+        self.config = SimpleNamespace(proposals=ProposalConfig())
         self.classes = list(CLASSES)
         self.extraction = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
-                           "streams": {"i3d_rgb": {}, "clip": {}}, "weights": {"i3d_rgb": "sha256:aa"}}
+                           "streams": {"i3d_rgb": {}, "clip": {}}, "weights": {"i3d_rgb": "sha256:aa"},
+                           "manifest": manifest, "annotations": annotations}
         self.train_assignments = ({f"train_{i}": PERM.index(i % 3) for i in range(6)} if unsupervised else None)
         self.unsupervised = unsupervised
         self.calls = []
