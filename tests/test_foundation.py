@@ -1,5 +1,6 @@
 """Package layout, snippet grid, manifest I/O and the command-line stubs."""
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,8 +50,12 @@ def test_save_array_atomic_leaves_no_temporary(tmp_path):
 
 
 def test_wheel_installs_only_the_clipae_package(tmp_path):
+    # built from a copy: a wheel build writes build/ and *.egg-info/ into the tree it builds
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                             ".pytest_cache", "data"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    "-w", str(tmp_path), str(src)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("clipae-*.whl"))
     tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"clipae", next(t for t in tops if t.endswith(".dist-info"))}
