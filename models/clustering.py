@@ -111,24 +111,32 @@ def embed_videos(batches: Iterable[dict], views: list[list[str]], model=None,
     return np.concatenate(embs), np.concatenate(order)
 
 
-def cluster(embeddings: np.ndarray, k: int, method: str, seed: int, n_init: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster ids ``(N,)`` in ``[0, k)`` and centres ``(k, D)`` (mean of each cluster's members).
+def kmeans(embeddings: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
+    """scikit-learn k-means: ``(N, D)`` → cluster ids ``(N,)``."""
+    return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(embeddings)
 
-    ``kmeans``: scikit-learn k-means. ``spectral``: spectral clustering with a Gaussian (RBF) affinity
-    whose bandwidth is the median squared distance between videos (TCAM uses a Gaussian affinity).
-    """
+
+def spectral(embeddings: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
+    """Spectral clustering with a Gaussian (RBF) affinity whose bandwidth is the median squared
+    distance between videos (TCAM uses a Gaussian affinity): ``(N, D)`` → cluster ids ``(N,)``."""
+    sq = euclidean_distances(embeddings, squared=True)
+    gamma = 1.0 / max(float(np.median(sq[np.triu_indices(len(sq), 1)])), 1e-12)
+    return SpectralClustering(n_clusters=k, affinity="rbf", gamma=gamma, n_init=n_init,
+                              random_state=seed, assign_labels="kmeans").fit_predict(embeddings)
+
+
+#: ``cluster.method`` name → ``(embeddings (N, D), k, seed, n_init) -> ids (N,)``
+METHODS: dict[str, Callable[[np.ndarray, int, int, int], np.ndarray]] = {"kmeans": kmeans, "spectral": spectral}
+
+
+def cluster(embeddings: np.ndarray, k: int, method: str, seed: int, n_init: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster ids ``(N,)`` in ``[0, k)`` and centres ``(k, D)`` (mean of each cluster's members),
+    with ``method`` of :data:`METHODS`."""
     if len(embeddings) < k:
         raise ValueError(f"cannot form {k} clusters from {len(embeddings)} videos")
-    if method == "kmeans":
-        labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(embeddings)
-    elif method == "spectral":
-        sq = euclidean_distances(embeddings, squared=True)
-        gamma = 1.0 / max(float(np.median(sq[np.triu_indices(len(sq), 1)])), 1e-12)
-        labels = SpectralClustering(n_clusters=k, affinity="rbf", gamma=gamma, n_init=n_init,
-                                    random_state=seed, assign_labels="kmeans").fit_predict(embeddings)
-    else:
-        raise ValueError(f"unknown clustering method {method!r}")
-    labels = labels.astype(np.int64)
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r} (known: {', '.join(METHODS)})")
+    labels = np.asarray(METHODS[method](embeddings, k, seed, n_init)).astype(np.int64)
     return labels, centres_of(embeddings, labels, k)
 
 

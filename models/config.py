@@ -105,9 +105,9 @@ class Config:
     def validate(self) -> "Config":
         if self.train.mode not in ("unsupervised", "weakly"):
             raise ConfigError(f"train.mode must be 'unsupervised' or 'weakly', not {self.train.mode!r}")
-        if self.cluster.method not in ("kmeans", "spectral"):
-            raise ConfigError(f"cluster.method must be 'kmeans' or 'spectral', not {self.cluster.method!r}")
-        from clipae.models.clustering import EMBEDDINGS
+        from clipae.models.clustering import EMBEDDINGS, METHODS
+        if self.cluster.method not in METHODS:
+            raise ConfigError(f"cluster.method must be one of {', '.join(METHODS)}, not {self.cluster.method!r}")
         if self.cluster.embedding not in EMBEDDINGS:
             raise ConfigError(f"cluster.embedding must be one of {', '.join(EMBEDDINGS)}, not {self.cluster.embedding!r}")
         if self.cluster.first_embedding not in ("mean", "actionness"):

@@ -351,3 +351,12 @@ def test_align_clusters_keeps_ids_stable_across_rounds():
     prev = np.array([0, 0, 1, 1, 2, 2])
     new = np.array([2, 2, 0, 0, 1, 1])                                   # same groups, other ids
     np.testing.assert_array_equal(clustering.align_clusters(prev, new, 3), prev)
+
+
+def test_clustering_methods_are_one_table_the_config_checks():
+    from clipae.models.config import ConfigError, load_config
+    assert set(clustering.METHODS) == {"kmeans", "spectral"}
+    with pytest.raises(ConfigError, match="cluster.method must be one of kmeans, spectral"):
+        load_config(None, ["cluster.method=dbscan"])
+    with pytest.raises(ValueError, match="unknown clustering method"):
+        clustering.cluster(np.zeros((4, 2)), 2, "dbscan", 0)
