@@ -61,6 +61,7 @@ class LossConfig:
     collab_weight: float = 1.0           # UGCT pseudo-label loss on the attention
     collab_threshold: float = 0.5        # binarises the other stream's attention
     collab_warmup_epochs: int = 5        # epochs before the streams teach each other
+    collab_every_round: bool = True      # the warm-up starts again with every round's new clusters
     ssl_weight: float = 0.1              # weight of L_self (Eq. 9) in the total loss
     temperature: float = 1.0             # τ of Eq. 8 (paper: 1.0)
     bank_momentum: float = 0.5           # memory bank update (instance discrimination)

@@ -345,7 +345,7 @@ class Trainer:
                             collate_fn=collate, num_workers=t.num_workers)
         self.net.train()
         self.loss.train()
-        collab_on = key >= self.cfg.loss.collab_warmup_epochs
+        collab_on = (e if self.cfg.loss.collab_every_round else key) >= self.cfg.loss.collab_warmup_epochs
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
