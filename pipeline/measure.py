@@ -1,0 +1,134 @@
+"""Whole-process measurements for the benchmarks: a child command's wall time and peak memory.
+
+* :func:`run_measured` runs a command under a timeout and returns a :class:`ChildRun`: wall
+  seconds, the peak resident set of its largest process (``ru_maxrss`` from ``os.wait4``, which
+  covers the child and the descendants it waited for), the peak of the summed resident sets of
+  its whole process tree (``/proc`` sampled every ``interval`` seconds; 0 where ``/proc`` is
+  absent) and its exit status. On timeout the child's whole process group is killed.
+* :class:`RSSSampler` samples the summed resident set of a process tree in a background thread
+  (e.g. this process while one stream runs).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PROC = Path("/proc")
+
+
+def _children() -> dict[int, list[int]]:
+    """{parent pid: [child pids]} of every process visible in /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in PROC.glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def tree_rss(pid: int) -> int:
+    """Summed resident set (bytes) of ``pid`` and all its descendants; 0 without /proc."""
+    if not PROC.is_dir():
+        return 0
+    tree, todo, total = _children(), [pid], 0
+    while todo:
+        p = todo.pop()
+        try:
+            total += int((PROC / str(p) / "statm").read_text().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+        todo.extend(tree.get(p, ()))
+    return total
+
+
+class RSSSampler:
+    """``with RSSSampler(pid) as s: ...`` → ``s.peak``: the largest summed resident set (bytes) of
+    the process tree of ``pid`` (default: this process) seen every ``interval`` seconds."""
+
+    def __init__(self, pid: int | None = None, interval: float = 0.05) -> None:
+        self.pid, self.interval, self.peak = os.getpid() if pid is None else pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, tree_rss(self.pid))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "RSSSampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+
+
+@dataclass
+class ChildRun:
+    """One measured run of a command."""
+
+    wall_s: float
+    peak_rss: int      # bytes, the largest single process (ru_maxrss)
+    tree_rss: int      # bytes, peak of the sampled sum over the process tree (0 without /proc)
+    status: int        # exit status; negative: killed by that signal
+    timed_out: bool
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0 and not self.timed_out
+
+    @property
+    def last_line(self) -> str:
+        """stdout's last line, else stderr's."""
+        lines = self.stdout.strip().splitlines() or self.stderr.strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+def run_measured(cmd: list[str], timeout: float | None = None, cwd: str | None = None, env: dict | None = None,
+                 interval: float = 0.05) -> ChildRun:
+    """Run ``cmd`` (its own process group, stdin closed) until it exits or ``timeout`` seconds pass
+    (then its group gets SIGKILL); wall time, peak RSS of its largest process and of its tree."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
+                                start_new_session=True)
+        peak_tree, timed_out = 0, False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_tree = max(peak_tree, tree_rss(proc.pid))
+            if timeout is not None and time.perf_counter() - start > timeout:
+                timed_out = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _, status, usage = os.wait4(proc.pid, 0)  # SIGKILL cannot be ignored: this returns
+                break
+            time.sleep(interval)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = (f.read().decode("utf-8", "replace") for f in (out, err))
+    return ChildRun(wall, usage.ru_maxrss * 1024, peak_tree, proc.returncode, timed_out, stdout, stderr)
