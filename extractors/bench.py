@@ -4,7 +4,8 @@ For each stream, in a fresh process (so peak memory is its own): build it, run o
 warm up, then time ``--batches`` batches of ``--batch-size`` snippets and print
 
 * snippets/s and × real time (video seconds per snippet = stride / fps, 0.64 s by default);
-* peak memory: CUDA ``max_memory_allocated``, or the process's peak resident set on the CPU;
+* peak memory: CUDA ``max_memory_allocated``, or the process's own peak resident set (``VmHWM``)
+  on the CPU;
 * GFLOP per snippet counted by ``torch.utils.flop_counter`` (convolutions and matrix products;
   pooling, ``grid_sample`` and element-wise work are not counted) and the achieved FLOP/s as a
   fraction of this machine's measured matrix-product FLOP/s (float32 on the CPU, bfloat16 on CUDA,
@@ -24,7 +25,6 @@ import argparse
 import json
 import multiprocessing as mp
 import queue as queues
-import resource
 import sys
 import time
 
@@ -33,6 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clipae.extractors.base import ExtractorOptions, SnippetBatch, available_streams, get_stream
+from clipae.pipeline.measure import own_peak_rss
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
@@ -104,8 +105,7 @@ def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, l
         stream(batch)
     sync(device)
     seconds = time.perf_counter() - t
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else own_peak_rss()
     with FlopCounterMode(display=False) as counter:
         stream(one)
     return {"stream": name, "snippets_per_s": batches * len(batch) / seconds, "peak_bytes": peak,

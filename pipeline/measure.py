@@ -1,10 +1,16 @@
 """Whole-process measurements for the benchmarks: a child command's wall time and peak memory.
 
 * :func:`run_measured` runs a command under a timeout and returns a :class:`ChildRun`: wall
-  seconds, the peak resident set of its largest process (``ru_maxrss`` from ``os.wait4``, which
-  covers the child and the descendants it waited for), the peak of the summed resident sets of
-  its whole process tree (``/proc`` sampled every ``interval`` seconds; 0 where ``/proc`` is
-  absent) and its exit status. On timeout the child's whole process group is killed.
+  seconds, the peak resident set of its largest process and the peak of the summed resident sets
+  of its whole process tree (both from ``/proc``, sampled every ``interval`` seconds) and its exit
+  status. On timeout the child's whole process group is killed.
+
+  The largest process's peak is the largest ``VmHWM`` (the kernel's high-water mark of one
+  address space) seen in any process of the tree, not ``ru_maxrss`` of ``os.wait4``: Linux
+  carries the parent's high-water mark into a child across ``vfork``/``exec``, so a child of a big
+  process (a benchmark that imported torch, pytest) would report at least its parent's size.
+  Growth in the last ``interval`` before a process exits is not seen. Without ``/proc``
+  ``ru_maxrss`` is the fallback.
 * :class:`RSSSampler` samples the summed resident set of a process tree in a background thread
   (e.g. this process while one stream runs).
 """
@@ -38,19 +44,47 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_rss(pid: int) -> int:
-    """Summed resident set (bytes) of ``pid`` and all its descendants; 0 without /proc."""
+def _status_kib(pid: int | str, key: str) -> int | None:
+    """A ``kB`` field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``) in KiB; None when absent."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
+def own_peak_rss() -> int:
+    """This process's own peak resident set in bytes (``VmHWM``; ``ru_maxrss`` without /proc,
+    which may include the parent's mark, see the module's notes)."""
+    kib = _status_kib("self", "VmHWM")
+    if kib is None:
+        import resource
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024
+
+
+def tree_usage(pid: int) -> tuple[int, int]:
+    """``(summed resident set, largest VmHWM)`` in bytes over ``pid`` and all its descendants;
+    ``(0, 0)`` without /proc."""
     if not PROC.is_dir():
-        return 0
-    tree, todo, total = _children(), [pid], 0
+        return 0, 0
+    tree, todo, total, largest = _children(), [pid], 0, 0
     while todo:
         p = todo.pop()
         try:
             total += int((PROC / str(p) / "statm").read_text().split()[1]) * PAGE
         except (OSError, IndexError, ValueError):
             continue
+        largest = max(largest, (_status_kib(p, "VmHWM") or 0) * 1024)
         todo.extend(tree.get(p, ()))
-    return total
+    return total, largest
+
+
+def tree_rss(pid: int) -> int:
+    """Summed resident set (bytes) of ``pid`` and all its descendants; 0 without /proc."""
+    return tree_usage(pid)[0]
 
 
 class RSSSampler:
@@ -85,7 +119,7 @@ class ChildRun:
     """One measured run of a command."""
 
     wall_s: float
-    peak_rss: int      # bytes, the largest single process (ru_maxrss)
+    peak_rss: int      # bytes, the largest single process (VmHWM sampled; ru_maxrss without /proc)
     tree_rss: int      # bytes, peak of the sampled sum over the process tree (0 without /proc)
     status: int        # exit status; negative: killed by that signal
     timed_out: bool
@@ -111,12 +145,13 @@ def run_measured(cmd: list[str], timeout: float | None = None, cwd: str | None =
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
                                 start_new_session=True)
-        peak_tree, timed_out = 0, False
+        peak_tree, peak_one, timed_out = 0, 0, False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak_tree = max(peak_tree, tree_rss(proc.pid))
+            total, largest = tree_usage(proc.pid)
+            peak_tree, peak_one = max(peak_tree, total), max(peak_one, largest)
             if timeout is not None and time.perf_counter() - start > timeout:
                 timed_out = True
                 try:
@@ -131,4 +166,5 @@ def run_measured(cmd: list[str], timeout: float | None = None, cwd: str | None =
         out.seek(0)
         err.seek(0)
         stdout, stderr = (f.read().decode("utf-8", "replace") for f in (out, err))
-    return ChildRun(wall, usage.ru_maxrss * 1024, peak_tree, proc.returncode, timed_out, stdout, stderr)
+    return ChildRun(wall, peak_one if PROC.is_dir() else usage.ru_maxrss * 1024, peak_tree, proc.returncode,
+                    timed_out, stdout, stderr)
