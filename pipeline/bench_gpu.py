@@ -10,7 +10,9 @@ Steps, each in child processes under its own time budget (the budgets add up to 
    whose distribution is not already installed at that version go through
    ``pip install --no-deps --no-index --target`` into a temporary folder put on the children's
    ``PYTHONPATH`` (the machine's own environment is left as it is); then reports which of
-   open_clip, decord, ffmpeg-python and imageio-ffmpeg the children still cannot import;
+   open_clip, decord, ffmpeg-python and imageio-ffmpeg the children still cannot import and
+   which ffmpeg executable they use (``.whl/`` holds imageio-ffmpeg without its bundled ffmpeg,
+   see ``FROM_SOURCE``);
 2. ``gpu tests``: ``pytest -m gpu`` on the test files that hold such tests (bf16 against fp32 of
    I3D and CLIP; skipped without CUDA);
 3. ``streams``: ``clipae-bench streams`` on THUMOS-sized frames (320×180 video, short side 256
@@ -49,6 +51,10 @@ WHEELS = ROOT / ".whl"
 #: what a GPU image with torch usually lacks: distribution name → module the children import
 GPU_WHEELS = {"open_clip_torch": "open_clip", "decord": "decord", "ffmpeg-python": "ffmpeg",
               "imageio-ffmpeg": "imageio_ffmpeg"}
+#: built from the pinned source release instead of downloaded: its binary wheel bundles an ffmpeg
+#: executable and alone weighs 64.8 MiB (imageio_ffmpeg-0.8.1-py3-none-manylinux_2_28_x86_64.whl);
+#: without it, imageio_ffmpeg uses the ``ffmpeg`` on PATH or ``IMAGEIO_FFMPEG_EXE``
+FROM_SOURCE = ("imageio-ffmpeg",)
 #: the carried wheel folder must stay under this (what travels with the working tree)
 WHEELS_LIMIT = 64 * MiB
 STREAMS = ("i3d_rgb", "i3d_flow", "clip", "vggish")
@@ -127,15 +133,29 @@ def step_install(ctx: Context, budget: float) -> Result:
             return failed("pip install", run)
         prepend_path(ctx.env, site)
         parts.append("installed " + ", ".join("{} {}".format(*wheel_name_version(w)) for w in needed))
-    probe = ("import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] "
-             "if importlib.util.find_spec(m) is None) or '-')")
-    run = ctx.run([ctx.python, "-c", probe, *GPU_WHEELS.values()], budget)
+    run = ctx.run([ctx.python, "-c", PROBE, *GPU_WHEELS.values()], budget)
     if not run.ok:
         return failed("import check", run)
-    missing = [m for m in run.last_line.split() if m != "-"]
+    probe = json.loads(run.last_line)
+    missing, ffmpeg = probe["missing"], probe["ffmpeg"]
     parts.append(f"cannot import: {', '.join(missing)}" if missing else "all of " + ", ".join(GPU_WHEELS) + " import")
-    # decord is optional (PyAV decodes without it); the others are needed by the streams and audio
-    return Result(not set(missing) - {"decord"}, "; ".join(parts), {"missing": missing, "installed": len(needed)})
+    parts.append(f"ffmpeg {ffmpeg}" if ffmpeg else "no ffmpeg executable (put one on PATH or set IMAGEIO_FFMPEG_EXE)")
+    # decord is optional (PyAV decodes without it); the others and ffmpeg are needed by the streams and audio
+    return Result(not set(missing) - {"decord"} and bool(ffmpeg), "; ".join(parts),
+                  {"missing": missing, "installed": len(needed), "ffmpeg": ffmpeg})
+
+
+#: run in a child with the children's environment: ``{"missing": [modules], "ffmpeg": path or None}``
+PROBE = """
+import importlib.util, json, sys
+missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]
+try:
+    import imageio_ffmpeg
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+except Exception:
+    ffmpeg = None
+print(json.dumps({"missing": missing, "ffmpeg": ffmpeg}))
+"""
 
 
 # --- 2. CUDA-only tests -------------------------------------------------------------------------
@@ -281,8 +301,16 @@ def pinned_versions(names: list[str], constraints: Path = ROOT / "constraints.tx
 
 
 def download_command(dest: Path, pins: dict[str, str], python: str = sys.executable) -> list[str]:
+    """pip download of the binary wheels of ``pins`` (``{name: version}``), no dependencies."""
     return [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(dest),
             *(f"{n}=={v}" for n, v in pins.items())]
+
+
+def source_wheel_command(dest: Path, pins: dict[str, str], python: str = sys.executable) -> list[str]:
+    """pip wheel of ``pins`` built from their source releases (here, imageio-ffmpeg without its
+    bundled ffmpeg), no dependencies, with this environment's setuptools."""
+    return [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+            f"--no-binary={','.join(pins)}", "--wheel-dir", str(dest), *(f"{n}=={v}" for n, v in pins.items())]
 
 
 def folder_size(folder: Path) -> int:
@@ -292,10 +320,13 @@ def folder_size(folder: Path) -> int:
 def download_wheels(dest: Path, timeout: float = 600) -> int:
     pins = pinned_versions(list(GPU_WHEELS))
     dest.mkdir(parents=True, exist_ok=True)
-    run = run_measured(download_command(dest, pins), timeout=timeout)
-    if not run.ok:
-        print(f"{PROG}: error: pip download: {exit_text(run)}: {run.last_line}", file=sys.stderr)
-        return 1
+    binary = {n: v for n, v in pins.items() if n not in FROM_SOURCE}
+    source = {n: v for n, v in pins.items() if n in FROM_SOURCE}
+    for what, cmd in (("pip download", download_command(dest, binary)), ("pip wheel", source_wheel_command(dest, source))):
+        run = run_measured(cmd, timeout=timeout)
+        if not run.ok:
+            print(f"{PROG}: error: {what}: {exit_text(run)}: {run.last_line}", file=sys.stderr)
+            return 1
     return check_wheels_size(dest)
 
 

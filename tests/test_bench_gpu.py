@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clipae.pipeline import bench_gpu
-from clipae.pipeline.bench_gpu import (GPU_WHEELS, ROOT, STEPS, TOTAL_BUDGET_S, Context, check_wheels_size,
-                                       combined_real_time, download_command, gpu_test_files, main, pinned_versions,
-                                       step_install)
+from clipae.pipeline.bench_gpu import (FROM_SOURCE, GPU_WHEELS, ROOT, STEPS, TOTAL_BUDGET_S, Context,
+                                       check_wheels_size, combined_real_time, download_command, gpu_test_files, main,
+                                       pinned_versions, source_wheel_command, step_install)
 from clipae.pipeline.measure import run_measured
 
 
@@ -57,7 +57,8 @@ def test_wheels_go_to_a_folder_on_the_childrens_path(tmp_path):
     make_wheel(wheels)
     ctx = Context(dry=True, device="cpu", tmp=tmp_path, wheels=wheels)
     result = step_install(ctx, 120)
-    assert result.ok and result.numbers["installed"] == 1
+    assert result.numbers["installed"] == 1 and result.numbers["missing"] == []
+    assert result.ok == bool(result.numbers["ffmpeg"])  # ok needs an ffmpeg executable too
     assert (tmp_path / "site" / "clipae_probe" / "__init__.py").exists()
     run = run_measured([sys.executable, "-c", "import clipae_probe; print(clipae_probe.VALUE)"], timeout=60, env=ctx.env)
     assert run.ok and run.last_line == "42"
@@ -85,6 +86,9 @@ def test_download_takes_the_exact_pins_of_constraints():
     cmd = download_command(ROOT / ".whl", pins)
     assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and "--only-binary=:all:" in cmd
     assert [a for a in cmd if "==" in a] == [f"{n}=={v}" for n, v in pins.items()]
+    cmd = source_wheel_command(ROOT / ".whl", {n: pins[n] for n in FROM_SOURCE})
+    assert cmd[1:4] == ["-m", "pip", "wheel"] and "--no-binary=imageio-ffmpeg" in cmd
+    assert [a for a in cmd if "==" in a] == [f"imageio-ffmpeg=={pins['imageio-ffmpeg']}"]
 
 
 def test_unpinned_package_is_an_error(tmp_path):
