@@ -8,12 +8,12 @@ Prints, for this machine:
    and in 1 to ``--decode-workers`` worker processes;
 3. per stream: snippets per second on real batches of the first video, × real time, peak memory
    while it runs (CUDA ``max_memory_allocated``; on the CPU the sampled resident set of this
-   process, which holds every stream's model), FLOPs per snippet
+   process (PSS), which holds every stream's model), FLOPs per snippet
    (``torch.utils.flop_counter.FlopCounterMode`` on one batch; the I3D counts 55.6 GFLOP per
    16×224² snippet) and the achieved FLOP/s as a fraction of the matmul FLOP/s;
 4. ``clipae-extract`` end to end on VIDEOS in a child process (killed after ``--child-timeout``):
-   times real time, wall time and peak RSS (of the largest process, and summed over all its
-   processes), once per ``--variants`` entry, e.g.
+   times real time, wall time, peak RSS of the largest process and peak PSS summed over all its
+   processes, once per ``--variants`` entry, e.g.
    ``--variants "--decode-workers 0|--decode-workers 2|--per-video-batches"``;
 5. peak RSS of ``clipae-extract`` on generated videos of 1 and 10 minutes (``--memory-minutes``),
    and their ratio (goal: at most 1.2: memory must not grow with the video's length).
@@ -114,7 +114,7 @@ def bench_streams(config, extractors: dict, device: torch.device, yardstick: flo
             sync(device)
             rate = sum(len(b) for b in timed) / (time.perf_counter() - start)
         memory = (f"peak CUDA memory {torch.cuda.max_memory_allocated(device) / MiB:.0f} MiB" if device.type == "cuda"
-                  else f"peak RSS of this process {rss.peak / MiB:.0f} MiB")
+                  else f"peak PSS of this process {rss.peak / MiB:.0f} MiB")
         achieved = (f"{flops / 1e9:.2f} GFLOP/snippet, {flops * rate / 1e9:.1f} GFLOP/s = "
                     f"{100 * flops * rate / yardstick:.0f}% of matmul") if flops else "no torch FLOPs counted"
         print(f"  {name}: {rate:.1f} snippets/s ({rate * config.grid.stride / config.grid.fps:.1f}x real time "
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                                timeout=args.child_timeout)
             print(f"clipae-extract end to end{' ' + ' '.join(extra) if extra else ''}: {run.last_line}; "
                   f"{run.wall_s:.1f} s wall, peak RSS {run.peak_rss / MiB:.0f} MiB (largest process), "
-                  f"{run.tree_rss / MiB:.0f} MiB (all processes) ({exit_text(run)})")
+                  f"PSS {run.tree_rss / MiB:.0f} MiB (all processes) ({exit_text(run)})")
         minutes = [float(m) for m in args.memory_minutes.split(",") if m.strip()]
         peaks = []
         for m in minutes:

@@ -6,8 +6,9 @@
 Each of ``--runs`` rounds runs both commands once, in alternating order (ours first in odd rounds,
 theirs first in even ones, so a drift of the machine hits both alike), each as a whole process in
 its own process group, killed after ``--timeout`` seconds. Per run it prints the wall time, the
-peak resident set of the largest process (``ru_maxrss`` of ``os.wait4``) and the peak of the
-summed resident sets of the whole process tree (``/proc``, sampled every 50 ms); then the medians,
+peak resident set of the largest process (its ``VmHWM``) and the peak of the summed
+proportional set sizes (PSS) of the whole process tree (``/proc``, sampled every 50 ms; see
+:mod:`clipae.pipeline.measure`); then the medians,
 the ratios ours / theirs of the medians and the range of the per-round ratios. A command is split
 like a shell would (``shlex``) but not run through one: write ``sh -c '...'`` for pipes or ``cd``.
 A run that fails or times out stops the comparison (exit status 1).
@@ -26,7 +27,7 @@ from clipae.pipeline.measure import MiB, ChildRun, run_measured
 
 PROG = "clipae-bench side-by-side"
 MEASURES = (("wall_s", "wall s", 1.0), ("peak_rss", "peak RSS MiB (largest process)", MiB),
-            ("tree_rss", "peak RSS MiB (all processes)", MiB))
+            ("tree_rss", "peak PSS MiB (all processes)", MiB))
 
 
 def round_order(i: int) -> tuple[int, int]:
@@ -42,7 +43,7 @@ def compare(commands: list[list[str]], cwds: list[str | None], runs: int, timeou
         for which in round_order(i):
             run = run_measured(commands[which], timeout=timeout, cwd=cwds[which])
             print(f"round {i + 1} {names[which]:>8}: {run.wall_s:8.2f} s, peak RSS {run.peak_rss / MiB:7.0f} MiB "
-                  f"(largest process), {run.tree_rss / MiB:7.0f} MiB (all processes), {exit_text(run)}", flush=True)
+                  f"(largest process), PSS {run.tree_rss / MiB:7.0f} MiB (all processes), {exit_text(run)}", flush=True)
             if not run.ok:
                 return done, f"{names[which]} failed in round {i + 1} ({exit_text(run)}): {run.last_line}"
             done[which].append(run)

@@ -1,9 +1,10 @@
 """Whole-process measurements for the benchmarks: a child command's wall time and peak memory.
 
 * :func:`run_measured` runs a command under a timeout and returns a :class:`ChildRun`: wall
-  seconds, the peak resident set of its largest process and the peak of the summed resident sets
-  of its whole process tree (both from ``/proc``, sampled every ``interval`` seconds) and its exit
-  status. On timeout the child's whole process group is killed.
+  seconds, the peak resident set of its largest process and the peak of the summed proportional
+  set sizes (PSS: a page shared by n processes counts 1/n in each, so forked workers are not
+  counted twice) of its whole process tree (both from ``/proc``, sampled every ``interval``
+  seconds) and its exit status. On timeout the child's whole process group is killed.
 
   The largest process's peak is the largest ``VmHWM`` (the kernel's high-water mark of one
   address space) seen in any process of the tree, not ``ru_maxrss`` of ``os.wait4``: Linux
@@ -11,7 +12,7 @@
   process (a benchmark that imported torch, pytest) would report at least its parent's size.
   Growth in the last ``interval`` before a process exits is not seen. Without ``/proc``
   ``ru_maxrss`` is the fallback.
-* :class:`RSSSampler` samples the summed resident set of a process tree in a background thread
+* :class:`RSSSampler` samples the summed PSS of a process tree in a background thread
   (e.g. this process while one stream runs).
 """
 from __future__ import annotations
@@ -55,6 +56,21 @@ def _status_kib(pid: int | str, key: str) -> int | None:
     return None
 
 
+def _pss(pid: int) -> int | None:
+    """Proportional set size of ``pid`` in bytes (``/proc/PID/smaps_rollup``), else its RSS
+    (``statm``); None when the process is gone."""
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        return int((PROC / str(pid) / "statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def own_peak_rss() -> int:
     """This process's own peak resident set in bytes (``VmHWM``; ``ru_maxrss`` without /proc,
     which may include the parent's mark, see the module's notes)."""
@@ -66,30 +82,30 @@ def own_peak_rss() -> int:
 
 
 def tree_usage(pid: int) -> tuple[int, int]:
-    """``(summed resident set, largest VmHWM)`` in bytes over ``pid`` and all its descendants;
+    """``(summed PSS, largest VmHWM)`` in bytes over ``pid`` and all its descendants;
     ``(0, 0)`` without /proc."""
     if not PROC.is_dir():
         return 0, 0
     tree, todo, total, largest = _children(), [pid], 0, 0
     while todo:
         p = todo.pop()
-        try:
-            total += int((PROC / str(p) / "statm").read_text().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
+        pss = _pss(p)
+        if pss is None:
             continue
+        total += pss
         largest = max(largest, (_status_kib(p, "VmHWM") or 0) * 1024)
         todo.extend(tree.get(p, ()))
     return total, largest
 
 
 def tree_rss(pid: int) -> int:
-    """Summed resident set (bytes) of ``pid`` and all its descendants; 0 without /proc."""
+    """Summed PSS (bytes) of ``pid`` and all its descendants; 0 without /proc."""
     return tree_usage(pid)[0]
 
 
 class RSSSampler:
-    """``with RSSSampler(pid) as s: ...`` → ``s.peak``: the largest summed resident set (bytes) of
-    the process tree of ``pid`` (default: this process) seen every ``interval`` seconds."""
+    """``with RSSSampler(pid) as s: ...`` → ``s.peak``: the largest summed PSS (bytes) of the
+    process tree of ``pid`` (default: this process and its children) seen every ``interval`` seconds."""
 
     def __init__(self, pid: int | None = None, interval: float = 0.05) -> None:
         self.pid, self.interval, self.peak = os.getpid() if pid is None else pid, interval, 0
@@ -120,7 +136,7 @@ class ChildRun:
 
     wall_s: float
     peak_rss: int      # bytes, the largest single process (VmHWM sampled; ru_maxrss without /proc)
-    tree_rss: int      # bytes, peak of the sampled sum over the process tree (0 without /proc)
+    tree_rss: int      # bytes, peak of the sampled PSS sum over the process tree (0 without /proc)
     status: int        # exit status; negative: killed by that signal
     timed_out: bool
     stdout: str

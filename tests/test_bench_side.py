@@ -27,7 +27,7 @@ def test_alternating_order_medians_and_ratios(tmp_path, capsys):
     assert rss["vf"] > 150 * 2**20 and rss["ratio"] < 0.5 and len(rss["round_ratios"]) == 3
     out = capsys.readouterr().out
     assert out.count("round ") == 6 and "clipae / vf" in out
-    assert "peak RSS MiB (largest process)" in out and "peak RSS MiB (all processes)" in out
+    assert "peak RSS MiB (largest process)" in out and "peak PSS MiB (all processes)" in out
 
 
 def test_round_order_alternates():

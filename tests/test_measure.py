@@ -54,3 +54,11 @@ def test_a_small_child_of_a_big_parent_is_measured_small():
     run = run_measured([PY, "-c", "import time; time.sleep(0.3)"], timeout=60)
     assert len(hold) and run.ok
     assert run.peak_rss < 100 * MiB
+
+
+def test_pages_shared_by_a_forked_child_count_once_in_the_tree():
+    cmd = [PY, "-c", "import os, time\nb = b'f' * (100 << 20)\npid = os.fork()\ntime.sleep(1.0)\n"
+                     "os._exit(0) if pid == 0 else os.waitpid(pid, 0)\n"]
+    run = run_measured(cmd, timeout=60)
+    assert run.ok and run.peak_rss > 100 * MiB
+    assert 100 * MiB < run.tree_rss < 170 * MiB  # summed RSS would be over 200 MiB
