@@ -7,7 +7,7 @@
 Steps, each in child processes under its own time budget (the budgets add up to 8 minutes):
 
 1. ``install``: the wheels found in ``--wheels`` (default ``.whl/`` of the repository, git-ignored)
-   whose distribution is not already installed at that version go through
+   whose distribution is not already installed (at the version constraints.txt pins) go through
    ``pip install --no-deps --no-index --target`` into a temporary folder put on the children's
    ``PYTHONPATH`` (the machine's own environment is left as it is); then reports which of
    open_clip, decord, ffmpeg-python and imageio-ffmpeg the children still cannot import and
@@ -51,6 +51,9 @@ WHEELS = ROOT / ".whl"
 #: what a GPU image with torch usually lacks: distribution name → module the children import
 GPU_WHEELS = {"open_clip_torch": "open_clip", "decord": "decord", "ffmpeg-python": "ffmpeg",
               "imageio-ffmpeg": "imageio_ffmpeg"}
+#: what ``pytest -m gpu`` needs; downloaded with their dependencies (iniconfig, pluggy, ...), which
+#: constraints.txt does not pin
+TEST_WHEELS = ("pytest", "pytest-timeout")
 #: built from the pinned source release instead of downloaded: its binary wheel bundles an ffmpeg
 #: executable and alone weighs 64.8 MiB (imageio_ffmpeg-0.8.1-py3-none-manylinux_2_28_x86_64.whl);
 #: without it, imageio_ffmpeg uses the ``ffmpeg`` on PATH or ``IMAGEIO_FFMPEG_EXE``
@@ -121,9 +124,22 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+def satisfied(name: str, version: str, constraints: Path = ROOT / "constraints.txt") -> bool:
+    """Whether the wheel ``name``-``version`` can be skipped: its distribution is installed at the
+    version constraints.txt pins (at ``version`` if not pinned there), or at any version when it is
+    an unpinned dependency (pytest's)."""
+    have = installed_version(name)
+    if have is None:
+        return False
+    try:
+        return have == pinned_versions([name], constraints)[name]
+    except ValueError:  # not pinned: a dependency of the test wheels, any version does
+        return True
+
+
 def step_install(ctx: Context, budget: float) -> Result:
     wheels = sorted(ctx.wheels.glob("*.whl")) if ctx.wheels.is_dir() else []
-    needed = [w for w in wheels if installed_version(wheel_name_version(w)[0]) != wheel_name_version(w)[1]]
+    needed = [w for w in wheels if not satisfied(*wheel_name_version(w))]
     parts = [f"{len(wheels)} wheels in {ctx.wheels}" if wheels else f"no wheels in {ctx.wheels}"]
     if needed:
         site = ctx.tmp / "site"
@@ -300,10 +316,11 @@ def pinned_versions(names: list[str], constraints: Path = ROOT / "constraints.tx
     return {n: pins[key[n]] for n in names}
 
 
-def download_command(dest: Path, pins: dict[str, str], python: str = sys.executable) -> list[str]:
-    """pip download of the binary wheels of ``pins`` (``{name: version}``), no dependencies."""
-    return [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(dest),
-            *(f"{n}=={v}" for n, v in pins.items())]
+def download_command(dest: Path, pins: dict[str, str], python: str = sys.executable, deps: bool = False) -> list[str]:
+    """pip download of the binary wheels of ``pins`` (``{name: version}``), with their
+    dependencies only if ``deps``."""
+    return [python, "-m", "pip", "download", "--quiet", *([] if deps else ["--no-deps"]), "--only-binary=:all:",
+            "--dest", str(dest), *(f"{n}=={v}" for n, v in pins.items())]
 
 
 def source_wheel_command(dest: Path, pins: dict[str, str], python: str = sys.executable) -> list[str]:
@@ -322,7 +339,10 @@ def download_wheels(dest: Path, timeout: float = 600) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     binary = {n: v for n, v in pins.items() if n not in FROM_SOURCE}
     source = {n: v for n, v in pins.items() if n in FROM_SOURCE}
-    for what, cmd in (("pip download", download_command(dest, binary)), ("pip wheel", source_wheel_command(dest, source))):
+    tests = pinned_versions(list(TEST_WHEELS))
+    for what, cmd in (("pip download", download_command(dest, binary)),
+                      ("pip wheel", source_wheel_command(dest, source)),
+                      ("pip download", download_command(dest, tests, deps=True))):
         run = run_measured(cmd, timeout=timeout)
         if not run.ok:
             print(f"{PROG}: error: {what}: {exit_text(run)}: {run.last_line}", file=sys.stderr)

@@ -10,7 +10,7 @@ import torch
 from clipae.pipeline import bench_gpu
 from clipae.pipeline.bench_gpu import (FROM_SOURCE, GPU_WHEELS, ROOT, STEPS, TOTAL_BUDGET_S, Context,
                                        check_wheels_size, combined_real_time, download_command, gpu_test_files, main,
-                                       pinned_versions, source_wheel_command, step_install)
+                                       pinned_versions, satisfied, source_wheel_command, step_install)
 from clipae.pipeline.measure import run_measured
 
 
@@ -89,6 +89,19 @@ def test_download_takes_the_exact_pins_of_constraints():
     cmd = source_wheel_command(ROOT / ".whl", {n: pins[n] for n in FROM_SOURCE})
     assert cmd[1:4] == ["-m", "pip", "wheel"] and "--no-binary=imageio-ffmpeg" in cmd
     assert [a for a in cmd if "==" in a] == [f"imageio-ffmpeg=={pins['imageio-ffmpeg']}"]
+
+
+def test_test_wheels_come_with_their_dependencies():
+    cmd = download_command(ROOT / ".whl", pinned_versions(["pytest", "pytest-timeout"]), deps=True)
+    assert "--no-deps" not in cmd and "pytest==9.2.0" in cmd
+
+
+def test_which_wheels_are_skipped(tmp_path):
+    (tmp_path / "c.txt").write_text("decord==0.6.0\npytest==1.0\n")
+    assert satisfied("decord", "0.6.0", tmp_path / "c.txt")          # installed at the pinned version
+    assert not satisfied("pytest", "1.0", tmp_path / "c.txt")        # installed, but not at the pin
+    assert satisfied("iniconfig", "0.1", tmp_path / "c.txt")         # an unpinned dependency, present
+    assert not satisfied("clipae_probe", "0.1", tmp_path / "c.txt")  # not installed
 
 
 def test_unpinned_package_is_an_error(tmp_path):
