@@ -229,16 +229,21 @@ def step_streams(ctx: Context, budget: float) -> Result:
 
 # --- 4. four-stream extraction ----------------------------------------------------------------------
 
+def extract_argv(ctx: Context, video: Path, out: Path) -> list[str]:
+    """``clipae-extract`` arguments: the four streams, random weights (tiny settings when dry)."""
+    argv = [str(video), str(out), "--quiet", "--streams", ",".join(STREAMS), "--random-weights", "--device", ctx.device]
+    if ctx.dry:
+        argv += ["--snippet-length", "8", "--snippet-stride", "8", "--batch-size", "2", "--flow", "raft_small",
+                 "--raft-iters", "1", "--clip-model", "ViT-B-32", "--clip-frames", "1", "--decode-workers", "0"]
+    return argv
+
+
 def step_extract(ctx: Context, budget: float) -> Result:
     start = time.monotonic()
     seconds = 0.64 if ctx.dry else 120.0
     video = ctx.tmp / "generated.mp4"
     make_long_video(video, seconds / 60, size="320x180", fps=25, timeout=budget)
-    cmd = [ctx.python, "-m", "clipae.pipeline.extract_cli", str(video), str(ctx.tmp / "features"), "--quiet",
-           "--streams", ",".join(STREAMS), "--random-weights", "--device", ctx.device]
-    if ctx.dry:
-        cmd += ["--snippet-length", "8", "--snippet-stride", "8", "--batch-size", "2", "--flow", "raft_small",
-                "--raft-iters", "1", "--clip-model", "ViT-B-32", "--clip-frames", "1", "--decode-workers", "0"]
+    cmd = [ctx.python, "-m", "clipae.pipeline.extract_cli", *extract_argv(ctx, video, ctx.tmp / "features")]
     run = ctx.run(cmd, budget - (time.monotonic() - start))
     if not run.ok:
         return failed("clipae-extract", run)

@@ -127,3 +127,22 @@ def test_without_cuda_the_real_check_says_so_in_one_line():
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "no CUDA device" in r.stderr and "--dry-run" in r.stderr
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_the_real_and_dry_arguments_parse(tmp_path, dry):
+    from clipae.extractors.bench import build_parser
+    from clipae.pipeline.extract_cli import parser_for
+
+    ctx = Context(dry=dry, device="cuda", tmp=tmp_path, wheels=tmp_path)
+    argv = bench_gpu.streams_argv(ctx, tmp_path / "s.json")
+    parser, _ = build_parser()
+    args = parser.parse_args(argv[1:])
+    assert argv[0] == "streams" and args.streams.split(",") == list(bench_gpu.STREAMS)
+    assert (args.frame_size, args.batch_size, args.snippet_length) == (
+        ("228x128", 1, 8) if dry else ("455x256", 16, 16))
+    argv = bench_gpu.extract_argv(ctx, tmp_path / "v.mp4", tmp_path / "out")
+    parser, _ = parser_for(argv, "clipae-extract")
+    args = parser.parse_args(argv)
+    assert args.streams.split(",") == list(bench_gpu.STREAMS) and args.random_weights
+    assert args.flow == ("raft_small" if dry else "raft_large")
