@@ -232,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peak_bytes'] / 2**20:9.0f} {r['flop_per_snippet'] / 1e9:10.1f} {achieved / 1e9:8.1f} "
               f"{r['matmul_fraction']:9.1%}  {shown}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1, default=str)
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(rows, f, indent=1, default=str)
+        except OSError as e:
+            print(f"clipae-bench streams: error: cannot write {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 2
     return 0
 
 if __name__ == "__main__":

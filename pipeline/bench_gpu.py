@@ -377,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, metavar="PATH", help="also write every step's result here")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
     if a.download_wheels:
-        return download_wheels(a.wheels)
+        try:
+            return download_wheels(a.wheels)
+        except (OSError, ValueError) as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
     device = a.device or ("cpu" if a.dry_run else "cuda")
     if device.startswith("cuda"):
         import torch
@@ -396,9 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         done = run_check(ctx)
     print_table(done, f"{PROG}{' --dry-run (tiny sizes: not the real numbers)' if a.dry_run else ''}: {where}")
     if a.json:
-        a.json.write_text(json.dumps({"device": where, "dry_run": a.dry_run, "steps": [
-            {"step": s.name, "ok": r.ok, "seconds": t, "budget_s": s.budget_s, "summary": r.summary,
-             "numbers": r.numbers} for s, r, t in done]}, indent=1), encoding="utf-8")
+        try:
+            a.json.write_text(json.dumps({"device": where, "dry_run": a.dry_run, "steps": [
+                {"step": s.name, "ok": r.ok, "seconds": t, "budget_s": s.budget_s, "summary": r.summary,
+                 "numbers": r.numbers} for s, r, t in done]}, indent=1), encoding="utf-8")
+        except OSError as e:
+            print(f"{PROG}: error: cannot write {a.json}: {e.strerror or e}", file=sys.stderr)
+            return 2
     return 0 if all(r.ok for _, r, _ in done) else 1
 
 

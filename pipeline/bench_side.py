@@ -107,11 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(done, names)
     print_summary(summary, names, a.runs)
     if a.json:
-        a.json.write_text(json.dumps({"commands": dict(zip(names, commands)), "summary": summary,
-                                      "runs": {n: [{"wall_s": r.wall_s, "peak_rss": r.peak_rss, "tree_rss": r.tree_rss}
-                                                   for r in runs] for n, runs in zip(names, done)}}, indent=1),
-                          encoding="utf-8")
+        try:
+            write_json(a.json, names, commands, summary, done)
+        except OSError as e:
+            print(f"{PROG}: error: cannot write {a.json}: {e.strerror or e}", file=sys.stderr)
+            return 2
     return 0
+
+
+def write_json(path: Path, names: list[str], commands: list[list[str]], summary: dict,
+               done: list[list[ChildRun]]) -> None:
+    """The commands, the summary and every run (seconds, bytes) as JSON."""
+    runs = {n: [{"wall_s": r.wall_s, "peak_rss": r.peak_rss, "tree_rss": r.tree_rss} for r in rs]
+            for n, rs in zip(names, done)}
+    path.write_text(json.dumps({"commands": dict(zip(names, commands)), "summary": summary, "runs": runs}, indent=1),
+                    encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
                         (["--ours", "'unclosed", "--theirs", "true"], "does not parse"),
                         (["--ours", "true", "--theirs", "true", "--runs", "0"], "--runs must be at least 1"),
                         (["--ours", "true", "--theirs", "true", "--theirs-cwd", str(tmp_path / "nope")],
-                         "is not a folder")):
+                         "is not a folder"),
+                        (["--ours", "true", "--theirs", "true", "--runs", "1", "--json", str(tmp_path / "no" / "s.json")],
+                         "cannot write")):
         r = subprocess.run([sys.executable, "-m", "clipae.pipeline.bench", "side-by-side", *args],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (args, r.stderr)
