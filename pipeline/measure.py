@@ -153,6 +153,21 @@ class ChildRun:
         return lines[-1] if lines else ""
 
 
+#: how long a killed child may take to disappear (a process stuck in the kernel, e.g. in a driver,
+#: dies only when it leaves it); past that it is reported as killed and left to the system
+KILL_WAIT_S = 30.0
+
+
+def _reap(pid: int, within: float):
+    """``(wait status, rusage)`` of a killed child, polled for at most ``within`` seconds."""
+    end = time.monotonic() + within
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done or time.monotonic() > end:
+            return (status if done else 9), usage  # 9: the raw status of a death by SIGKILL
+        time.sleep(0.05)
+
+
 def run_measured(cmd: list[str], timeout: float | None = None, cwd: str | None = None, env: dict | None = None,
                  interval: float = 0.05) -> ChildRun:
     """Run ``cmd`` (its own process group, stdin closed) until it exits or ``timeout`` seconds pass
@@ -174,7 +189,7 @@ def run_measured(cmd: list[str], timeout: float | None = None, cwd: str | None =
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                _, status, usage = os.wait4(proc.pid, 0)  # SIGKILL cannot be ignored: this returns
+                status, usage = _reap(proc.pid, KILL_WAIT_S)
                 break
             time.sleep(interval)
         wall = time.perf_counter() - start
