@@ -14,6 +14,8 @@ BENCHMARKS = {
     "eval": "clipae.eval.bench",                  # evaluator speed on ActivityNet-sized predictions
     "utal": "clipae.eval.bench_utal",             # unsupervised localisation on held-out synthetic families
     "soak": "clipae.pipeline.soak",               # extraction under random kill -9 / SIGINT / SIGTERM, checked
+    "side-by-side": "clipae.pipeline.bench_side", # two whole commands, A/B alternating: wall time, peak RSS
+    "gpu": "clipae.pipeline.bench_gpu",           # the one-shot check of a GPU machine (--dry-run: CPU, tiny)
 }
 
 

@@ -6,11 +6,14 @@ Prints, for this machine:
 2. decoding alone: grid frames per second and times real time, per video and in total; then
    the snippet batches the streams would get (frames and audio), of all videos, cut in a thread
    and in 1 to ``--decode-workers`` worker processes;
-3. per stream: snippets per second on real batches of the first video, FLOPs per snippet
-   (``torch.utils.flop_counter.FlopCounterMode`` on one batch) and the achieved FLOP/s as a
-   fraction of the matmul FLOP/s;
-4. ``clipae-extract`` end to end on VIDEOS in a child process: times real time and peak RSS
-   (of the largest process), once per ``--variants`` entry, e.g.
+3. per stream: snippets per second on real batches of the first video, × real time, peak memory
+   while it runs (CUDA ``max_memory_allocated``; on the CPU the sampled resident set of this
+   process (PSS), which holds every stream's model), FLOPs per snippet
+   (``torch.utils.flop_counter.FlopCounterMode`` on one batch; the I3D counts 55.6 GFLOP per
+   16×224² snippet) and the achieved FLOP/s as a fraction of the matmul FLOP/s;
+4. ``clipae-extract`` end to end on VIDEOS in a child process (killed after ``--child-timeout``):
+   times real time, wall time, peak RSS of the largest process and peak PSS summed over all its
+   processes, once per ``--variants`` entry, e.g.
    ``--variants "--decode-workers 0|--decode-workers 2|--per-video-batches"``;
 5. peak RSS of ``clipae-extract`` on generated videos of 1 and 10 minutes (``--memory-minutes``),
    and their ratio (goal: at most 1.2: memory must not grow with the video's length).
@@ -37,10 +40,10 @@ from clipae.pipeline.decode_workers import DecodePool
 from clipae.pipeline.extract import (ExtractionError, ThreadDecoding, build_extractors, decode_workers_for, open_source,
                                      sources_ahead, video_job)
 from clipae.pipeline.extract_cli import config_from_args, parser_for
+from clipae.pipeline.measure import MiB, RSSSampler, run_measured
 from clipae.pipeline.weights import WeightsError
 
 PROG = "clipae-bench extract"
-MB = 1 << 20
 
 
 def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> None:
@@ -101,45 +104,42 @@ def bench_streams(config, extractors: dict, device: torch.device, yardstick: flo
             ex(data[0])
         flops = counter.get_total_flops() / len(data[0])
         timed = data[1:] or data
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         sync(device)
-        start = time.perf_counter()
-        for batch in timed:
-            ex(batch)
-        sync(device)
-        rate = sum(len(b) for b in timed) / (time.perf_counter() - start)
+        with RSSSampler() as rss:
+            start = time.perf_counter()
+            for batch in timed:
+                ex(batch)
+            sync(device)
+            rate = sum(len(b) for b in timed) / (time.perf_counter() - start)
+        memory = (f"peak CUDA memory {torch.cuda.max_memory_allocated(device) / MiB:.0f} MiB" if device.type == "cuda"
+                  else f"peak PSS of this process {rss.peak / MiB:.0f} MiB")
         achieved = (f"{flops / 1e9:.2f} GFLOP/snippet, {flops * rate / 1e9:.1f} GFLOP/s = "
                     f"{100 * flops * rate / yardstick:.0f}% of matmul") if flops else "no torch FLOPs counted"
         print(f"  {name}: {rate:.1f} snippets/s ({rate * config.grid.stride / config.grid.fps:.1f}x real time "
-              f"alone), {achieved}")
-
-
-def run_measured(cmd: list[str]) -> tuple[float, int, int, str]:
-    """Run a command; (wall seconds, peak RSS in bytes, exit status, stdout's last line)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        text = out.read().decode("utf-8", "replace").strip().splitlines() or err.read().decode("utf-8", "replace").strip().splitlines()
-    return wall, usage.ru_maxrss * 1024, proc.returncode, text[-1] if text else ""
+              f"alone), {memory}, {achieved}")
 
 
 def extract_command(videos: str, out: str, argv_options: list[str]) -> list[str]:
     return [sys.executable, "-m", "clipae.pipeline.extract_cli", videos, out, "--quiet", *argv_options]
 
 
-def make_long_video(path: Path, minutes: float) -> None:
+def exit_text(run) -> str:
+    return f"timed out after {run.wall_s:.0f} s" if run.timed_out else f"exit {run.status}"
+
+
+def make_long_video(path: Path, minutes: float, size: str = "320x240", fps: float = 30,
+                    timeout: float = 600) -> None:
+    """A generated test-pattern video of ``minutes`` with a 440 Hz tone (H.264 + AAC, ffmpeg)."""
     import imageio_ffmpeg
 
     seconds = minutes * 60
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                    "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=30:d={seconds}",
-                    "-f", "lavfi", "-i", f"sine=f=440:r=44100:d={seconds}",
+                    "-f", "lavfi", "-i", f"testsrc2=s={size}:r={fps:g}:d={seconds:g}",
+                    "-f", "lavfi", "-i", f"sine=f=440:r=44100:d={seconds:g}",
                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
-                   check=True)
+                   check=True, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--memory-minutes", default="1,10",
                        help="lengths of the generated videos for the memory test, in minutes; empty to skip "
                             "(default: %(default)s)")
+    bench.add_argument("--child-timeout", type=float, default=3600, metavar="SECONDS",
+                       help="each clipae-extract child is killed after this long (default: %(default)s)")
     args = parser.parse_args(argv)
     # the options passed on to the clipae-extract child processes: everything but VIDEOS and ours
     child_options = [a for a in argv if a != args.videos]
-    for flag in ("--bench-batches", "--memory-minutes", "--variants"):
+    for flag in ("--bench-batches", "--memory-minutes", "--variants", "--child-timeout"):
         child_options = [a for a in child_options if not a.startswith(flag + "=")]
         while flag in child_options:
             i = child_options.index(flag)
@@ -188,19 +190,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         variants = [v.split() for v in args.variants.split("|")] if args.variants else [[]]
         for i, extra in enumerate(variants):
-            wall, rss, status, last = run_measured(extract_command(args.videos, str(Path(tmp) / f"out{i}"),
-                                                                   child_options + extra))
-            print(f"clipae-extract end to end{' ' + ' '.join(extra) if extra else ''}: {last}; "
-                  f"peak RSS {rss / MB:.0f} MB (exit {status})")
+            run = run_measured(extract_command(args.videos, str(Path(tmp) / f"out{i}"), child_options + extra),
+                               timeout=args.child_timeout)
+            print(f"clipae-extract end to end{' ' + ' '.join(extra) if extra else ''}: {run.last_line}; "
+                  f"{run.wall_s:.1f} s wall, peak RSS {run.peak_rss / MiB:.0f} MiB (largest process), "
+                  f"PSS {run.tree_rss / MiB:.0f} MiB (all processes) ({exit_text(run)})")
         minutes = [float(m) for m in args.memory_minutes.split(",") if m.strip()]
         peaks = []
         for m in minutes:
             video = Path(tmp) / f"generated_{m:g}min.mp4"
             make_long_video(video, m)
-            wall, rss, status, last = run_measured(extract_command(str(video), str(Path(tmp) / f"out{m:g}"),
-                                                                   child_options))
-            peaks.append(rss)
-            print(f"memory, {m:g}-minute generated video (320x240, 30 fps, audio): peak RSS {rss / MB:.0f} MB; {last}")
+            run = run_measured(extract_command(str(video), str(Path(tmp) / f"out{m:g}"), child_options),
+                               timeout=args.child_timeout)
+            peaks.append(run.peak_rss)
+            print(f"memory, {m:g}-minute generated video (320x240, 30 fps, audio): peak RSS "
+                  f"{run.peak_rss / MiB:.0f} MiB; {run.last_line} ({exit_text(run)})")
             video.unlink()
         if len(peaks) >= 2:
             print(f"memory ratio {minutes[-1]:g} min / {minutes[0]:g} min: {peaks[-1] / peaks[0]:.2f} (goal <= 1.2)")

@@ -106,6 +106,7 @@ def test_every_stream_declares_its_options_without_clashes():
     assert (args.flow, args.clip_model, args.clip_frames) == ("raft_large", "ViT-B-16", 0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_autocast_matches_fp32_on_cuda(checkpoint):
     path, _, _ = checkpoint

@@ -205,6 +205,7 @@ def test_features_match_a_functional_recomputation_on_video_frames(rgb_checkpoin
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_autocast_matches_fp32_on_cuda(rgb_checkpoints):
     d, _ = rgb_checkpoints

@@ -1,0 +1,46 @@
+"""clipae-bench streams: every stream (vggish too), the I3D FLOP count, JSON rows, bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from clipae.extractors.bench import frame_size, main, make_batch
+from clipae.extractors.i3d import i3d
+
+
+def test_batches_carry_audio_windows_when_asked():
+    frames = np.zeros((9, 8, 12, 3), dtype=np.uint8)
+    batch = make_batch(frames, 2, 4, audio_window=15600)
+    assert batch.frames.shape == (2, 4, 8, 12, 3) and batch.next_frames.shape == (2, 8, 12, 3)
+    assert batch.audio.shape == (2, 15600) and batch.audio.dtype == np.float32 and batch.audio.std() > 0.1
+    assert make_batch(frames, 2, 4).audio is None
+
+
+def test_i3d_counts_55_6_gflop_per_16_frame_224_snippet():
+    net = i3d("rgb").to("meta")
+    with FlopCounterMode(display=False) as counter:
+        net.features(torch.zeros(1, 3, 16, 224, 224, device="meta"))
+    assert counter.get_total_flops() / 1e9 == pytest.approx(55.6, abs=0.05)
+
+
+def test_vggish_row_with_json(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert main(["--streams", "vggish", "--device", "cpu", "--batch-size", "2", "--batches", "1", "--in-process",
+                 "--frame-size", "32x24", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["stream"] == "vggish" and row["snippets_per_s"] > 0 and row["flop_per_snippet"] > 1e8
+    assert row["x_real_time"] == pytest.approx(row["snippets_per_s"] * 16 / 25)
+    assert row["matmul_fraction"] == pytest.approx(row["flop_per_s"] / row["matmul_flop_per_s"])
+    assert 50 * 2**20 < row["peak_bytes"] < 64 * 2**30
+    assert "vggish" in capsys.readouterr().out
+
+
+def test_bad_input(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--frame-size", "big"])
+    assert e.value.code == 2 and "--frame-size must be WxH" in capsys.readouterr().err
+    assert main(["--streams", "no_such", "--device", "cpu", "--in-process", "--frame-size", "8x8"]) == 2
+    assert "unknown stream 'no_such'" in capsys.readouterr().err
+    assert frame_size("455x256") == (455, 256)
