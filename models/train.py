@@ -38,7 +38,7 @@ from clipae.models.data import (DataError, FeatureStore, TrainingSet, VideoDatas
                                 epoch_order, extraction_settings, foreground_mask, split_validation, training_set)
 from clipae.models.losses import CLIPAELoss
 from clipae.pipeline.annotations import AnnotationError, load_ground_truth
-from clipae.pipeline.interrupt import StopSignals, Stopped
+from clipae.pipeline.interrupt import StopSignals, Stopped, exit_on_sigterm
 from clipae.pipeline.weights import WeightsError, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -557,6 +557,7 @@ def stopped_summary(trainer: Trainer | None, stopped: Stopped) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    exit_on_sigterm()
     d = init_distributed()
     trainer = None
     try:

@@ -20,7 +20,7 @@ from clipae.pipeline.distributed import Ranks
 from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from clipae.pipeline.grid import SnippetGrid
 from clipae.pipeline.presets import PRESETS, describe, get_preset, manifest_entry
-from clipae.pipeline.interrupt import EXIT_STATUS, StopSignals
+from clipae.pipeline.interrupt import EXIT_STATUS, StopSignals, exit_on_sigterm
 from clipae.pipeline.manifest import ManifestError
 from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S
 from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     ranks = Ranks.from_env()
+    exit_on_sigterm()
     try:
         config = config_from_args(args, stream_dests, ranks)
         if args.random_weights and ranks.rank == 0:

@@ -81,6 +81,19 @@ class StopSignals:
         self._previous = {}
 
 
+def _terminated(signum: int, frame) -> None:
+    raise SystemExit(EXIT_STATUS[signum])
+
+
+def exit_on_sigterm() -> None:
+    """A console script's SIGTERM outside its :class:`StopSignals` block (while it starts, or once
+    its work is done and it winds down) exits with 143 through ``SystemExit`` instead of killing the
+    process with the default action (status -15, no clean-up)."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _terminated)
+
+
 def default_signals_in_child() -> None:
     """For a forked helper process: the default SIGTERM back, SIGINT ignored (the parent handles
     Ctrl-C and stops its helpers itself)."""

@@ -191,6 +191,7 @@ def run_once(cmd: list[str], out: Path, figures: Figures, signum: int | None, rn
              stop_timeout: float, run_timeout: float, remaining: int) -> int | None:
     """One clipae-extract process, interrupted with ``signum`` (``None``: let it finish); its exit status."""
     figures.runs += 1
+    start_lines = _lines(out)
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + run_timeout
     try:
@@ -213,6 +214,12 @@ def run_once(cmd: list[str], out: Path, figures: Figures, signum: int | None, rn
         figures.hangs += 1
         figures.problems.append(f"{' '.join(cmd[-6:])}: still running ({'signal ' + str(signum) if signum else 'no signal'})")
         return None
+    if (signum is not None and proc.returncode in (0, 1, -signum)
+            and _lines(out) - start_lines >= remaining and "Traceback" not in err):
+        # every video was done and the summary printed: the signal came while the interpreter shut
+        # down (Python gives the default handlers back there), a normal end of the work
+        figures.ended_before_signal += 1
+        return proc.returncode
     if signum is not None and proc.returncode != EXPECTED_EXIT[signum]:
         figures.bad_exits += 1
         figures.problems.append(f"exit {proc.returncode} after {signal.Signals(signum).name}: {err.strip()[-300:]}")

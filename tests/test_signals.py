@@ -153,3 +153,16 @@ def test_train_stops_on_a_signal_and_resumes(data, tmp_path, signum):
     assert f"resuming at round 0, epoch {state['epoch']}" in (out / "train.log").read_text()
     assert torch.load(out / "checkpoint.pt", weights_only=True)["complete"]
     assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 40
+
+
+def test_sigterm_outside_the_stop_block_exits_143_not_minus_15():
+    """While a command starts or winds down (no StopSignals block), SIGTERM still ends it with 143."""
+    code = ("import os, signal, time\n"
+            "from clipae.pipeline.interrupt import StopSignals, exit_on_sigterm\n"
+            "exit_on_sigterm()\n"
+            "with StopSignals('t'):\n"
+            "    pass\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(5)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in proc.stderr
