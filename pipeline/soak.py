@@ -219,6 +219,7 @@ def run_once(cmd: list[str], out: Path, figures: Figures, signum: int | None, rn
         # every video was done and the summary printed: the signal came while the interpreter shut
         # down (Python gives the default handlers back there), a normal end of the work
         figures.ended_before_signal += 1
+        figures.signals[signal.Signals(signum).name] -= 1   # counted as ended first, not as a stop
         return proc.returncode
     if signum is not None and proc.returncode != EXPECTED_EXIT[signum]:
         figures.bad_exits += 1
