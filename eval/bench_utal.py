@@ -154,7 +154,7 @@ def rounds_table(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def names_agreement(run, run_dir: Path, paths: dict, spec: SyntheticSpec, gt: GroundTruth) -> float | None:
+def names_agreement(run, paths: dict, spec: SyntheticSpec, gt: GroundTruth) -> float | None:
     """Fraction of clusters whose label-free ``clip-text`` name (:mod:`clipae.models.naming`, with the
     synthetic text tower) is the class the ground-truth Hungarian mapping gives them."""
     if not run.train_assignments or "clip" not in run.streams:
@@ -187,7 +187,7 @@ def run_variant(variant: str, size: Size, paths: dict, root: Path, seed: int, sp
     acc = [float(r["cluster_acc"]) for r in rows if r.get("cluster_acc") not in (None, "")]
     nmi = [float(r["nmi"]) for r in rows if r.get("nmi") not in (None, "")]
     return {"mAP": map_scores(gt_eval, subset, results).tolist(), "acc_rounds": acc,
-            "nmi": nmi[-1] if nmi else None, "names": names_agreement(run, out, paths, spec, gt), "seconds": seconds}
+            "nmi": nmi[-1] if nmi else None, "names": names_agreement(run, paths, spec, gt), "seconds": seconds}
 
 
 def actionness(features: dict[str, np.ndarray], streams: list[str], stats: dict) -> np.ndarray:

@@ -113,10 +113,6 @@ class Config:
             raise ConfigError(f"cluster.embedding must be one of {', '.join(EMBEDDINGS)}, not {self.cluster.embedding!r}")
         if self.cluster.first_embedding not in ("mean", "actionness"):
             raise ConfigError(f"cluster.first_embedding must be 'mean' or 'actionness', not {self.cluster.first_embedding!r}")
-        if not 0.0 <= self.cluster.stop_below <= 1.0:
-            raise ConfigError(f"cluster.stop_below must be in [0, 1], not {self.cluster.stop_below}")
-        if not 0.0 <= self.data.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), not {self.data.val_fraction}")
         if len(self.data.streams.cbp) != 2:
             raise ConfigError("data.streams.cbp must name exactly two streams (RGB and flow)")
         for key, (low, low_open, high, high_open) in RANGES.items():
@@ -139,6 +135,8 @@ class Config:
 #: allowed values of the numeric fields: ``key: (low, low excluded, high, high excluded)``, None = unbounded
 RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "data.num_segments": (1, False, None, False),
+    "data.val_fraction": (0, False, 1, True),
+    "cluster.stop_below": (0, False, 1, False),
     "model.caf_dim": (1, False, None, False),
     "model.caf_stages": (1, False, None, False),
     "model.ccp_dim": (1, False, None, False),
