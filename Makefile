@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
 demo: $(STAMP)
-	$(PY) -m clipae.pipeline.demo
+	$(PY) -m clipae.demo.run
 
 bench: $(STAMP)
 	$(VENV)/bin/clipae-bench extract tests/data/videos
@@ -28,7 +28,7 @@ bench: $(STAMP)
 # `clipae` through a symlink in a temporary folder. docs/gpu.md says what the check does.
 GPU_PYTHON ?= python3
 WITH_CLIPAE = pp=$$(mktemp -d) && ln -s "$(CURDIR)" "$$pp/clipae" && \
-	PYTHONPATH="$$pp$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) -m clipae.pipeline.bench gpu
+	PYTHONPATH="$$pp$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PYTHON) -m clipae bench gpu
 
 gpu-check:
 	@$(WITH_CLIPAE) $(GPU_ARGS); rc=$$?; rm -rf "$$pp"; exit $$rc

@@ -22,13 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from clipae.eval.mapping import CLIP_TEXT, METHODS, MappingError
-from clipae.eval.predict import PredictError, load_trained_run, predict_results
-from clipae.eval.proposals import ProposalConfigError
-from clipae.eval.report import PROTOCOLS, TiouError, default_subset, default_tious, parse_tious, score
-from clipae.eval.results import UNKNOWN_VIDEO_POLICIES, ResultsError, build_inputs, read_results, write_results
-from clipae.pipeline.annotations import AnnotationError, load_ground_truth
-from clipae.pipeline.weights import WeightsError
+from ..core.weights import WeightsError
+from ..datasets.annotations import AnnotationError, load_ground_truth
+from .mapping import CLIP_TEXT, METHODS, MappingError
+from .predict import PredictError, load_trained_run, predict_results
+from .proposals import ProposalConfigError
+from .report import PROTOCOLS, TiouError, default_subset, default_tious, parse_tious, score
+from .results import UNKNOWN_VIDEO_POLICIES, ResultsError, build_inputs, read_results, write_results
 
 ERRORS = (AnnotationError, ResultsError, PredictError, MappingError, ProposalConfigError, TiouError, WeightsError)
 
@@ -98,7 +98,7 @@ def _predict(args) -> tuple[dict, object, str]:
 
 
 def _predict_zero_shot(args) -> tuple[dict, object, str]:
-    from clipae.eval.zero_shot import predict_zero_shot, read_class_names
+    from .zero_shot import predict_zero_shot, read_class_names
     if not args.manifest:
         raise PredictError("--zero-shot needs --manifest (features with a clip stream)")
     names = read_class_names(args.zero_shot)
@@ -167,7 +167,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clipae-eval: cannot write --json {args.json}: {e.strerror or e}", file=sys.stderr)
             return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipae.eval.results import EvalInputs
+from .results import EvalInputs
 
 #: ActivityNet's thresholds, built as the official evaluator builds them.
 ACTIVITYNET_TIOU = np.linspace(0.5, 0.95, 10)

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clipae.eval.mapping import CLIP_TEXT, METHODS, MappingError
-from clipae.eval.predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, default_mapping_method,
-                                 load_trained_run, predict_video, proposal_config, run_streams, to_entries)
-from clipae.eval.proposals import ProposalConfigError, Proposals
-from clipae.eval.results import write_results
-from clipae.pipeline.annotations import AnnotationError, canonical_id, load_ground_truth
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.weights import WeightsError
+from ..core.grid import SnippetGrid
+from ..core.weights import WeightsError
+from ..datasets.annotations import AnnotationError, canonical_id, load_ground_truth
+from .mapping import CLIP_TEXT, METHODS, MappingError
+from .predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, default_mapping_method,
+                      load_trained_run, predict_video, proposal_config, run_streams, to_entries)
+from .proposals import ProposalConfigError, Proposals
+from .results import write_results
 
 ERRORS = (AnnotationError, PredictError, MappingError, ProposalConfigError, WeightsError)
 
@@ -81,7 +81,7 @@ def check_random_weights(run, random_weights: bool) -> None:
 def frame_options(run) -> dict:
     """``{"crops", "keep_crops", "short_side"}`` the run's visual features were extracted with
     (from their recorded settings; the defaults where none are recorded)."""
-    from clipae.pipeline.decode import FrameSettings
+    from ..decoding.decode import FrameSettings
     out = {"crops": "center", "keep_crops": False, "short_side": FrameSettings.short_side}
     for per_stream in (run.extraction.get("streams") or {}).values():
         settings = (per_stream or {}).get("settings") or {}
@@ -99,13 +99,13 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
     """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
     import torch
 
-    from clipae.extractors.base import ExtractorOptions
+    from ..extractors.base import ExtractorOptions
     try:
-        from clipae.pipeline.decode import InputError
-        from clipae.pipeline.extract import ExtractionError, extract_video
+        from ..decoding.decode import InputError
+        from ..pipeline.extract import ExtractionError, extract_video
     except ModuleNotFoundError as e:
         raise PredictError(f"the extraction stage is not installed ({e})") from None
-    from clipae.pipeline.decode import FrameSettings
+    from ..decoding.decode import FrameSettings
     extra = {}  # each stream's own options (--clip-model, --flow, ...), as the training features were made
     for per_stream in (run.extraction.get("streams") or {}).values():
         extra.update((per_stream or {}).get("options") or {})
@@ -195,10 +195,10 @@ def zero_shot_video(video: Path, args, timer: Timer) -> tuple[dict, dict, Propos
     """``(record, outputs, proposals, names)`` of one video localised from its clip rows alone."""
     import torch
 
-    from clipae.eval.zero_shot import localize_rows, read_class_names, text_tower
-    from clipae.extractors.base import ExtractorOptions
-    from clipae.pipeline.decode import InputError
-    from clipae.pipeline.extract import ExtractionError, extract_video
+    from ..decoding.decode import InputError
+    from ..extractors.base import ExtractorOptions
+    from ..pipeline.extract import ExtractionError, extract_video
+    from .zero_shot import localize_rows, read_class_names, text_tower
     names = read_class_names(args.zero_shot)
     with timer.stage("text tower"):
         tower = text_tower(args.clip_model, None, args.weights_dir, args.random_weights, args.device, args.clip_weights)
@@ -277,7 +277,3 @@ def _report(args, video: Path, record: dict, outputs: dict, props: Proposals, la
     print_table(entries, args.top)
     print(timer.report())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ cluster ``k`` carry label ``c`` (a video with several labels counts once for eac
   share a class.
 
 - ``clip-text``: no ground truth at all: each cluster is named by CLIP text
-  (:mod:`clipae.models.naming`, ``clipae-train --class-names``), saved as :data:`NAMES_FILE`.
+  (:mod:`clipae.eval.naming`, ``clipae-train --class-names``), saved as :data:`NAMES_FILE`.
 
 Under ``majority`` a tie goes to the class first in sorted order and a cluster with no training
 video gets no class (its proposals are left out, and counted, at evaluation). The mapping is saved with
@@ -29,13 +29,17 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..core.errors import BadInput
+from ..core.fsio import write_json_atomic
+from ..core.registry import Registry
+
 MAPPING_FILE = "cluster_mapping.json"
 #: the label-free mapping of ``clipae-train --class-names`` (method :data:`CLIP_TEXT`)
 NAMES_FILE = "cluster_names.json"
 CLIP_TEXT = "clip-text"
 
 
-class MappingError(ValueError):
+class MappingError(BadInput, ValueError):
     """A mapping that cannot be built or read (one line)."""
 
 
@@ -69,7 +73,9 @@ def hungarian(counts: np.ndarray) -> list[int | None]:
 
 
 #: method name -> ``(K, C) counts -> class index (or None) per cluster``
-METHODS: dict[str, Callable[[np.ndarray], list[int | None]]] = {"hungarian": hungarian, "majority": majority}
+METHODS: Registry[Callable[[np.ndarray], list[int | None]]] = Registry("mapping method")
+METHODS.add("hungarian", hungarian)
+METHODS.add("majority", majority)
 
 
 @dataclass
@@ -117,10 +123,7 @@ class ClusterMapping:
             raise MappingError(f"not a cluster mapping ({e})") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_json(), indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ClusterMapping":

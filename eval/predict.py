@@ -11,8 +11,8 @@ What this module needs from a run (``clipae.models.run.load_run(run_dir) -> Trai
 - ``run.classes``: the class names; ``run.train_assignments``: ``{video_id: cluster}`` for an
   unsupervised run (columns of ``cas`` are clusters), empty or ``None`` for a weakly-supervised
   one (columns are ``run.classes``);
-- ``run.config.proposals``: a :class:`~clipae.eval.proposals.ProposalConfig` or a dict of its
-  fields (absent: its defaults).
+- ``run.config.proposals``: the run's :class:`~clipae.models.config.ProposalConfig` (``--set
+  proposals.*`` at training; a run folder older than it gets the defaults).
 
 For an unsupervised run the cluster → class mapping (:mod:`clipae.eval.mapping`) is read from the
 run folder, or built from the training assignments and the ground truth's labels and saved there.
@@ -23,17 +23,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+
 import numpy as np
 from tqdm import tqdm
 
-from clipae.eval.mapping import CLIP_TEXT, MAPPING_FILE, NAMES_FILE, ClusterMapping, MappingError, build_mapping
-from clipae.eval.proposals import ProposalConfig, Proposals, generate_proposals
-from clipae.pipeline.annotations import GroundTruth, canonical_id
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.manifest import load_stream, read_manifest
+from ..core.errors import BadInput
+from ..core.grid import SnippetGrid
+from ..datasets.annotations import GroundTruth, canonical_id
+from ..pipeline.manifest import load_stream, read_manifest
+from .mapping import CLIP_TEXT, MAPPING_FILE, NAMES_FILE, ClusterMapping, MappingError, build_mapping
+from .proposals import ProposalConfig, Proposals, generate_proposals
 
 
-class PredictError(ValueError):
+class PredictError(BadInput, ValueError):
     """A run and a manifest that cannot be used together (one line)."""
 
 
@@ -43,8 +45,8 @@ GRID_KEYS = ("fps", "snippet_length", "snippet_stride")
 def load_trained_run(run_dir: str | os.PathLike):
     """``clipae.models.run.load_run(run_dir)``, or a :class:`PredictError` if the model stage is absent."""
     try:
-        from clipae.models.run import load_run
-        from clipae.models.train import RunError
+        from ..models.run import load_run
+        from ..models.train import RunError
     except ModuleNotFoundError as e:
         raise PredictError(f"the model stage is not installed ({e})") from None
     try:
@@ -54,10 +56,8 @@ def load_trained_run(run_dir: str | os.PathLike):
 
 
 def proposal_config(run) -> ProposalConfig:
-    cfg = getattr(getattr(run, "config", None), "proposals", None)
-    if cfg is None and isinstance(getattr(run, "config", None), dict):
-        cfg = run.config.get("proposals")
-    return cfg if isinstance(cfg, ProposalConfig) else ProposalConfig.from_dict(cfg)
+    """The run's ``proposals`` settings (its ``Config``; defaults for a run folder older than them)."""
+    return run.config.proposals
 
 
 def run_streams(run) -> list[str]:

@@ -29,52 +29,14 @@ do); the ``thumos14-kit`` protocol handles them as the official kit does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
 
-from clipae.pipeline.grid import SnippetGrid
-
-
-class ProposalConfigError(ValueError):
-    """An invalid proposal setting (one line)."""
-
-
-@dataclass
-class ProposalConfig:
-    class_threshold: float = 0.2            # keep columns with video score >= this (CoLA 0.2)
-    keep_top_class: bool = True             # ... or the best one if none passes
-    normalize: bool = True                  # min-max normalise T-CAM columns and attention (CoLA)
-    cas_thresholds: tuple[float, ...] = tuple(np.round(np.arange(0.0, 0.25, 0.025), 3).tolist())  # CoLA
-    attention_thresholds: tuple[float, ...] = tuple(np.round(np.linspace(0.1, 0.9, 20), 4).tolist())  # DELU
-    outer_ratio: float = 0.25               # λ of the outer-inner contrast (CoLA)
-    class_score_weight: float = 0.2         # γ: weight of the video-level class score (CoLA)
-    nms: str = "soft"                       # "soft" (Gaussian soft-NMS) or "hard"
-    soft_nms_sigma: float = 0.3             # σ (DELU)
-    nms_threshold: float = 0.6              # hard NMS: drop IoU >= this (CoLA)
-    max_per_video: int | None = None        # keep the best N proposals per video (None: all)
-
-    def __post_init__(self) -> None:
-        self.cas_thresholds = tuple(float(t) for t in self.cas_thresholds)
-        self.attention_thresholds = tuple(float(t) for t in self.attention_thresholds)
-        if self.nms not in NMS:
-            raise ProposalConfigError(f"proposals.nms must be one of {', '.join(NMS)}, not {self.nms!r}")
-        if not (self.cas_thresholds or self.attention_thresholds):
-            raise ProposalConfigError("proposals need at least one T-CAM or attention threshold")
-        if self.soft_nms_sigma <= 0 or self.outer_ratio < 0:
-            raise ProposalConfigError("proposals.soft_nms_sigma must be > 0 and outer_ratio >= 0")
-        if self.max_per_video is not None and self.max_per_video < 1:
-            raise ProposalConfigError("proposals.max_per_video must be >= 1 (or null)")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "ProposalConfig":
-        """Defaults overridden by ``values`` (e.g. a YAML section); unknown keys are an error."""
-        values = dict(values or {})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ProposalConfigError(f"unknown proposal setting(s): {', '.join(sorted(unknown))}")
-        return cls(**values)
+from ..core.grid import SnippetGrid
+from ..core.registry import Registry
+from ..models.config import ProposalConfig, ProposalConfigError  # noqa: F401  (the settings live in a run's Config)
 
 
 @dataclass
@@ -170,7 +132,10 @@ def hard_nms(segments: np.ndarray, scores: np.ndarray, cfg: ProposalConfig) -> t
 
 
 #: name -> ``nms(segments (N, 2), scores (N,), cfg) -> (kept indices, scores)``
-NMS: dict[str, Callable] = {"soft": soft_nms, "hard": hard_nms}
+#: the NMS variants by ``proposals.nms`` name (the names :data:`~clipae.models.config.NMS_KINDS` accepts)
+NMS: Registry[Callable] = Registry("NMS")
+NMS.add("soft", soft_nms)
+NMS.add("hard", hard_nms)
 
 
 def generate_proposals(cas: np.ndarray, attention: np.ndarray, video_scores: np.ndarray,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipae.eval.results import EvalInputs
+from .results import EvalInputs
 
 
 def _interpolated_prec_rec(prec: list[float], rec: list[float]) -> float:

@@ -23,15 +23,16 @@ from typing import Callable
 
 import numpy as np
 
-from clipae.eval import detection, thumos_kit
-from clipae.eval.results import EvalInputs
-from clipae.pipeline.annotations import GroundTruth
+from ..core.errors import BadInput
+from ..core.registry import Registry
+from ..datasets.annotations import GroundTruth
+from . import detection, thumos_kit
+from .results import EvalInputs
 
 #: protocol name -> ``evaluate(inputs, tious) -> (T, C) AP``
-PROTOCOLS: dict[str, Callable[[EvalInputs, np.ndarray], np.ndarray]] = {
-    "activitynet": detection.evaluate,
-    "thumos14-kit": thumos_kit.evaluate,
-}
+PROTOCOLS: Registry[Callable[[EvalInputs, np.ndarray], np.ndarray]] = Registry("protocol")
+PROTOCOLS.add("activitynet", detection.evaluate)
+PROTOCOLS.add("thumos14-kit", thumos_kit.evaluate)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ LAYOUTS = {
                           {"0.5:0.95": tuple(detection.ACTIVITYNET_TIOU)}),
 }
 
-class TiouError(ValueError):
+class TiouError(BadInput, ValueError):
     """A ``--tiou`` value that cannot be read (one line)."""
 
 
@@ -145,8 +146,6 @@ class EvalResult:
 
 def score(inputs: EvalInputs, tious, protocol: str = "activitynet", subset: str = "") -> EvalResult:
     """Evaluate ``inputs`` at ``tious`` with one of :data:`PROTOCOLS`."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     tious = np.asarray(tious, dtype=np.float64)
     return EvalResult(protocol, subset, tious, list(inputs.classes), PROTOCOLS[protocol](inputs, tious),
                       list(inputs.notes))

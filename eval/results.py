@@ -33,12 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clipae.pipeline.annotations import GroundTruth, canonical_id
+from ..core.errors import BadInput
+from ..core.fsio import write_json_atomic
+from ..datasets.annotations import GroundTruth, canonical_id
 
 UNKNOWN_VIDEO_POLICIES = ("error", "false-positive", "ignore")
 
 
-class ResultsError(ValueError):
+class ResultsError(BadInput, ValueError):
     """A results file that cannot be scored (one line)."""
 
 
@@ -88,11 +90,7 @@ def read_results(path: str | os.PathLike) -> dict:
 
 def write_results(path: str | os.PathLike, results: dict[str, list[dict]], version: str = "") -> None:
     """Write ``results`` in the ActivityNet results schema (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"version": version, "results": results, "external_data": {}}), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, {"version": version, "results": results, "external_data": {}})
 
 
 def _number(value, what: str) -> float:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipae.eval.results import EvalInputs
+from .results import EvalInputs
 
 #: THUMOS14's thresholds as the field's code builds them.
 THUMOS14_TIOU = np.linspace(0.1, 0.7, 7)

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clipae.eval.predict import PredictError, select_videos, to_entries
-from clipae.eval.proposals import ProposalConfig, Proposals, generate_proposals
-from clipae.pipeline.annotations import GroundTruth, load_ground_truth
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.manifest import load_stream, read_manifest
+from ..core.grid import SnippetGrid
+from ..datasets.annotations import GroundTruth, load_ground_truth
+from ..pipeline.manifest import load_stream, read_manifest
+from .predict import PredictError, select_videos, to_entries
+from .proposals import ProposalConfig, Proposals, generate_proposals
 
 STREAM = "clip"
 
@@ -90,7 +90,7 @@ def check_text_weights(clip_weights: str | None, random_weights: bool) -> None:
 def text_tower(model_name: str, clip_weights: str | None, weights_dir: str | None, random_weights: bool,
                device: str = "cpu", weights_path: str | None = None):
     """:class:`~clipae.extractors.clip_text.CLIPText` of the checkpoint the ``clip`` rows came from."""
-    from clipae.extractors.clip_text import CLIPText  # the open_clip model, only when needed
+    from ..extractors.clip_text import CLIPText  # the open_clip model, only when needed
     check_text_weights(clip_weights, random_weights)
     tower = CLIPText(model_name, weights_path, random_weights, weights_dir, device)
     if clip_weights not in (None, "random", tower.weights_id):

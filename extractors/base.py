@@ -17,75 +17,21 @@ from __future__ import annotations
 import argparse
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
+
+from ..core.errors import BadInput
+from ..decoding.batch import SnippetBatch
+from ..core.registry import Registry
 
 #: modules imported on first use of the registry, so each stream registers itself.
 BUILTIN_STREAM_MODULES = ("vggish", "i3d_streams", "clip")
 
 
-class OptionsError(ValueError):
+class OptionsError(BadInput, ValueError):
     """A stream's options are invalid or contradict each other (one line, no traceback)."""
-
-
-@dataclass
-class SnippetBatch:
-    """Consecutive snippets of one video, on the snippet grid.
-
-    index:       (B,) int64 snippet indices
-    frames:      (B, L, H, W, 3) uint8 RGB, short side resized, *not* cropped; ``None`` when no
-                 requested stream reads frames. Past the video's end the final frame repeats.
-    next_frames: (B, H, W, 3) uint8, the frame right after each snippet (for flow); equal to the
-                 final frame where the video has ended
-    has_next:    (B,) bool, whether ``next_frames[b]`` is a real frame after the snippet
-    audio:       (B, S) float32 mono 16 kHz windows centred on each snippet's centre, zero-padded
-                 outside the audio; ``None`` when no stream reads audio or the video has none
-    """
-
-    index: np.ndarray
-    frames: np.ndarray | None = None
-    next_frames: np.ndarray | None = None
-    has_next: np.ndarray | None = None
-    audio: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def rows(self, start: int, stop: int) -> "SnippetBatch":
-        """Snippets ``start:stop`` of this batch (views, no copy)."""
-        return SnippetBatch(**{f: None if v is None else v[start:stop] for f, v in vars(self).items()})
-
-    @staticmethod
-    def concat(parts: "list[SnippetBatch]") -> "SnippetBatch":
-        """One batch of the snippets of ``parts`` in order (a view of ``parts[0]`` if it is the only one).
-
-        Every part must carry the same fields with the same per-snippet shapes (frames of one
-        size, audio windows of one length); the parts may come from different videos.
-        """
-        if len(parts) == 1:
-            return parts[0]
-        fields = {}
-        for f in vars(parts[0]):
-            values = [getattr(p, f) for p in parts]
-            if any((v is None) != (values[0] is None) for v in values):
-                raise ValueError(f"cannot join snippet batches: {f} is missing in some of them")
-            fields[f] = None if values[0] is None else np.concatenate(values)
-        return SnippetBatch(**fields)
-
-    def audio_centred(self, samples: int) -> np.ndarray:
-        """The middle ``samples`` of each audio window, ``(B, samples)``.
-
-        Windows are cut for the longest ``audio_window`` among the requested streams; a stream
-        with a shorter window takes their centre with this, so it stays centred on the snippet.
-        """
-        if self.audio is None:
-            raise ValueError("this batch carries no audio")
-        start = (self.audio.shape[1] - samples) // 2
-        if start < 0:
-            raise ValueError(f"audio windows hold {self.audio.shape[1]} samples, fewer than {samples}")
-        return self.audio[:, start:start + samples]
 
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -267,37 +213,19 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return f"{str(dtype).removeprefix('torch.')} autocast" if dtype is not None else "float32"
 
 
-_REGISTRY: dict[str, type[Extractor]] = {}
-
-
-def register_stream(name: str) -> Callable[[type[Extractor]], type[Extractor]]:
-    def deco(cls: type[Extractor]) -> type[Extractor]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"stream {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
 def _load_builtins() -> None:
     for mod in BUILTIN_STREAM_MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{mod}")
-        except ModuleNotFoundError as e:  # a stream whose module is not written yet
-            if e.name != f"{__package__}.{mod}":
-                raise
+        importlib.import_module(f"{__package__}.{mod}")
+
+
+#: every feature stream by its DESIGN.md name; ``@register_stream("name")`` adds one
+STREAMS: Registry[type[Extractor]] = Registry("stream", load=_load_builtins, named=True)
+register_stream = STREAMS.register
 
 
 def available_streams() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return sorted(STREAMS)
 
 
 def get_stream(name: str) -> type[Extractor]:
-    _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown stream {name!r}; known: {', '.join(sorted(_REGISTRY)) or 'none'}") from None
+    return STREAMS[name]

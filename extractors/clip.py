@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import Normalize
 
-from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
-                                    autocast_dtype, crop_views, options_from_extra, precision_name, register_stream)
-from clipae.pipeline.torchscript import TorchScriptError, is_torchscript, read_state_dict
-from clipae.pipeline.weights import (WeightsError, WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
-                                     seeded_random_init)
+from ..core.weights import (WeightsError, WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
+                            seeded_random_init)
+from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype,
+                   crop_views, options_from_extra, precision_name, register_stream)
+from .torchscript import TorchScriptError, is_torchscript, read_state_dict
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models/"
 
@@ -84,7 +84,7 @@ def frame_indices(length: int, k: int) -> np.ndarray:
 
 def load_clip_state(path) -> dict:
     """A CLIP state dict from OpenAI's TorchScript release (its tensor records read directly,
-    :mod:`clipae.pipeline.torchscript`: none of the archive's code runs), a ``.safetensors`` file
+    :mod:`clipae.extractors.torchscript`: none of the archive's code runs), a ``.safetensors`` file
     or a plain PyTorch state dict (``weights_only``). OpenAI's metadata integers are dropped."""
     if is_torchscript(path):
         try:

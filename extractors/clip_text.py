@@ -17,8 +17,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from clipae.extractors.clip import WEIGHTS, create_clip, load_clip_state
-from clipae.pipeline.weights import load_state_strict, resolve_weights, seeded_random_init
+from ..core.weights import load_state_strict, resolve_weights, seeded_random_init
+from .clip import WEIGHTS, create_clip, load_clip_state
 
 #: prompt templates for action names (prompt ensembling)
 TEMPLATES = ("a video of a person {}.", "a photo of a person {}.", "a person doing {}.", "{}")

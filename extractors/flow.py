@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.models.optical_flow import raft_large, raft_small
 
-from clipae.extractors.base import NUM_VIEWS, OptionsError, crop_views
-from clipae.pipeline.weights import (WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
-                                     seeded_random_init)
+from ..core.weights import WeightsSpec, load_checkpoint, load_state_strict, resolve_weights, seeded_random_init
+from .base import NUM_VIEWS, OptionsError, crop_views
+from ..core.registry import Registry
 
 #: flow beyond ±FLOW_BOUND pixels is clipped (the convention of the public I3D flow features)
 FLOW_BOUND = 20.0
@@ -80,28 +80,19 @@ class FlowEstimator:
         return {"flow": self.name}
 
 
-_ESTIMATORS: dict[str, type[FlowEstimator]] = {}
-
-
-def register_flow(name: str) -> Callable[[type[FlowEstimator]], type[FlowEstimator]]:
-    def deco(cls: type[FlowEstimator]) -> type[FlowEstimator]:
-        cls.name = name
-        _ESTIMATORS[name] = cls
-        return cls
-    return deco
+#: optical-flow estimators by ``--flow`` name; ``@register_flow("name")`` adds one
+FLOW_METHODS: Registry[type[FlowEstimator]] = Registry("flow method", named=True)
+register_flow = FLOW_METHODS.register
 
 
 def flow_methods() -> list[str]:
-    return sorted(_ESTIMATORS)
+    return sorted(FLOW_METHODS)
 
 
 def build_flow(options: FlowOptions, device: torch.device, weights_path: str | None = None,
                random_weights: bool = False, weights_dir: str | None = None) -> FlowEstimator:
     """The estimator registered as ``options.flow``; ``weights_path``: a local checkpoint for it."""
-    try:
-        cls = _ESTIMATORS[options.flow]
-    except KeyError:
-        raise OptionsError(f"unknown flow method {options.flow!r}; known: {', '.join(flow_methods())}") from None
+    cls = FLOW_METHODS[options.flow]
     return cls(options, torch.device(device), weights_path, random_weights, weights_dir)
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipae.pipeline.weights import WeightsError, WeightsSpec, load_checkpoint, load_state_strict
+from ..core.weights import WeightsError, WeightsSpec, load_checkpoint, load_state_strict
 
 IN_CHANNELS = {"rgb": 3, "flow": 2}
 NUM_CLASSES = 400

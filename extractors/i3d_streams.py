@@ -22,13 +22,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from clipae.extractors.base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast,
-                                    autocast_dtype, crop_views, merge_views, options_from_extra, precision_name,
-                                    register_stream)
-from clipae.extractors.flow import (FLOW_BOUND, RAFT_WEIGHTS, FlowOptions, add_flow_arguments, build_flow,
-                                    scale_flow, snippet_flow)
-from clipae.extractors.i3d import FEATURE_DIM, WEIGHTS, i3d, load_i3d_weights
-from clipae.pipeline.weights import resolve_weights, seeded_random_init
+from ..core.weights import resolve_weights, seeded_random_init
+from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype,
+                   crop_views, merge_views, options_from_extra, precision_name, register_stream)
+from .flow import FLOW_BOUND, RAFT_WEIGHTS, FlowOptions, add_flow_arguments, build_flow, scale_flow, snippet_flow
+from .i3d import FEATURE_DIM, WEIGHTS, i3d, load_i3d_weights
 
 CROP = 224
 

@@ -33,7 +33,7 @@ zero-padded outside the audio). The 96 frame centres then lie symmetrically arou
 centre, 0.96 s of 10 ms hops, so audio rows align with video rows by construction. Snippets
 closer than 0.96 s apart (the default 0.64 s stride) read overlapping windows.
 
-Weights (data, see :mod:`clipae.pipeline.weights`): torchvggish's v0.1 release, a direct port of
+Weights (data, see :mod:`clipae.core.weights`): torchvggish's v0.1 release, a direct port of
 the TensorFlow checkpoint. Its file names carry the first 8 hex digits of their sha256 (the
 torch.hub convention; torchvggish's conversion notebook names the file after ``shasum -a 256``).
 The PCA file is a dict of float64 NumPy arrays (``pca_means`` of shape ``(128,)``; ``(128, 1)``
@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipae.extractors.base import Extractor, ExtractorOptions, OptionsError, SnippetBatch, register_stream
-from clipae.extractors.logmel import LogMel, NUM_BANDS, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE
-from clipae.pipeline.weights import WeightsSpec, check_keys, load_checkpoint, resolve_weights
+from ..core.weights import WeightsSpec, check_keys, load_checkpoint, resolve_weights
+from .base import Extractor, ExtractorOptions, OptionsError, SnippetBatch, register_stream
+from .logmel import NUM_BANDS, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel
 
 _RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipae.models.caf import CrossAttentionFusion
-from clipae.models.ccp import CrossViewCollaboration
-from clipae.models.config import Config
-from clipae.models.ugct import UGCT, fuse_outputs
+from .caf import CrossAttentionFusion
+from .ccp import CrossViewCollaboration
+from .config import Config
+from .ugct import UGCT, fuse_outputs
 
 
 class FeatureNorm(nn.Module):

@@ -30,6 +30,8 @@ from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.pairwise import euclidean_distances
 
+from ..core.registry import Registry
+
 
 def _weighted_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``(B, T, D)`` features, ``(B, T)`` weights → ``(B, D)`` weighted means."""
@@ -56,8 +58,10 @@ def contrast_pooling(x: torch.Tensor, mask: torch.Tensor, attention: torch.Tenso
 
 
 #: ``cluster.embedding`` name → pooling ``(x (B,T,D), mask (B,T), attention (B,T) | None) -> (B, D)``
-EMBEDDINGS: dict[str, Callable] = {"contrast": contrast_pooling, "attention": attention_pooling,
-                                   "mean": mean_pooling}
+EMBEDDINGS: Registry[Callable] = Registry("embedding")
+EMBEDDINGS.add("contrast", contrast_pooling)
+EMBEDDINGS.add("attention", attention_pooling)
+EMBEDDINGS.add("mean", mean_pooling)
 
 
 def pool_views(batch: dict, views: list[list[str]], attention: torch.Tensor | None,
@@ -126,7 +130,9 @@ def spectral(embeddings: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarr
 
 
 #: ``cluster.method`` name → ``(embeddings (N, D), k, seed, n_init) -> ids (N,)``
-METHODS: dict[str, Callable[[np.ndarray, int, int, int], np.ndarray]] = {"kmeans": kmeans, "spectral": spectral}
+METHODS: Registry[Callable[[np.ndarray, int, int, int], np.ndarray]] = Registry("clustering method")
+METHODS.add("kmeans", kmeans)
+METHODS.add("spectral", spectral)
 
 
 def cluster(embeddings: np.ndarray, k: int, method: str, seed: int, n_init: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +140,6 @@ def cluster(embeddings: np.ndarray, k: int, method: str, seed: int, n_init: int 
     with ``method`` of :data:`METHODS`."""
     if len(embeddings) < k:
         raise ValueError(f"cannot form {k} clusters from {len(embeddings)} videos")
-    if method not in METHODS:
-        raise ValueError(f"unknown clustering method {method!r} (known: {', '.join(METHODS)})")
     labels = np.asarray(METHODS[method](embeddings, k, seed, n_init)).astype(np.int64)
     return labels, centres_of(embeddings, labels, k)
 

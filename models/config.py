@@ -14,12 +14,15 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
+
+from ..core.errors import BadInput
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput, ValueError):
     """A configuration that cannot be used (one line)."""
 
 
@@ -92,6 +95,58 @@ class TrainConfig:
     threads: int = 0                     # torch CPU threads (0: torch's default)
 
 
+#: ``proposals.nms`` values (the NMS variants of :data:`clipae.eval.proposals.NMS`)
+NMS_KINDS = ("soft", "hard")
+
+
+class ProposalConfigError(ConfigError):
+    """An invalid proposal setting (one line)."""
+
+
+@dataclass
+class ProposalConfig:
+    """``proposals``: how a run's outputs become temporal proposals (:mod:`clipae.eval.proposals`
+    says what each setting does). Part of a run's ``config.yaml``, so ``clipae-eval --run`` and
+    ``clipae-localize`` use the settings the run was trained with (``--set proposals.max_per_video=5``)."""
+
+    class_threshold: float = 0.2            # keep columns with video score >= this (CoLA 0.2)
+    keep_top_class: bool = True             # ... or the best one if none passes
+    normalize: bool = True                  # min-max normalise T-CAM columns and attention (CoLA)
+    cas_thresholds: list[float] = field(default_factory=lambda: np.round(np.arange(0.0, 0.25, 0.025), 3).tolist())  # CoLA
+    attention_thresholds: list[float] = field(default_factory=lambda: np.round(np.linspace(0.1, 0.9, 20), 4).tolist())  # DELU
+    outer_ratio: float = 0.25               # λ of the outer-inner contrast (CoLA)
+    class_score_weight: float = 0.2         # γ: weight of the video-level class score (CoLA)
+    nms: str = "soft"                       # "soft" (Gaussian soft-NMS) or "hard"
+    soft_nms_sigma: float = 0.3             # σ (DELU)
+    nms_threshold: float = 0.6              # hard NMS: drop IoU >= this (CoLA)
+    max_per_video: int | None = None        # keep the best N proposals per video (None: all)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> "ProposalConfig":
+        self.cas_thresholds = [float(t) for t in self.cas_thresholds]
+        self.attention_thresholds = [float(t) for t in self.attention_thresholds]
+        if self.nms not in NMS_KINDS:
+            raise ProposalConfigError(f"proposals.nms must be one of {', '.join(NMS_KINDS)}, not {self.nms!r}")
+        if not (self.cas_thresholds or self.attention_thresholds):
+            raise ProposalConfigError("proposals need at least one T-CAM or attention threshold")
+        if self.soft_nms_sigma <= 0 or self.outer_ratio < 0:
+            raise ProposalConfigError("proposals.soft_nms_sigma must be > 0 and outer_ratio >= 0")
+        if self.max_per_video is not None and self.max_per_video < 1:
+            raise ProposalConfigError("proposals.max_per_video must be >= 1 (or null)")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "ProposalConfig":
+        """Defaults overridden by ``values`` (e.g. a YAML section); unknown keys are an error."""
+        values = dict(values or {})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ProposalConfigError(f"unknown proposal setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -99,6 +154,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,13 +162,14 @@ class Config:
     def validate(self) -> "Config":
         if self.train.mode not in ("unsupervised", "weakly"):
             raise ConfigError(f"train.mode must be 'unsupervised' or 'weakly', not {self.train.mode!r}")
-        from clipae.models.clustering import EMBEDDINGS, METHODS
+        from .clustering import EMBEDDINGS, METHODS
         if self.cluster.method not in METHODS:
             raise ConfigError(f"cluster.method must be one of {', '.join(METHODS)}, not {self.cluster.method!r}")
         if self.cluster.embedding not in EMBEDDINGS:
             raise ConfigError(f"cluster.embedding must be one of {', '.join(EMBEDDINGS)}, not {self.cluster.embedding!r}")
         if self.cluster.first_embedding not in ("mean", "actionness"):
             raise ConfigError(f"cluster.first_embedding must be 'mean' or 'actionness', not {self.cluster.first_embedding!r}")
+        self.proposals.check()
         if len(self.data.streams.cbp) != 2:
             raise ConfigError("data.streams.cbp must name exactly two streams (RGB and flow)")
         for key, (low, low_open, high, high_open) in RANGES.items():

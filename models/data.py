@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clipae.pipeline.annotations import GroundTruth, canonical_id
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.manifest import ManifestError, load_stream, read_manifest, stream_path
+from ..core.errors import BadInput
+from ..core.grid import SnippetGrid
+from ..datasets.annotations import GroundTruth, canonical_id
+from ..pipeline.manifest import ManifestError, load_stream, read_manifest, stream_path
 
 
-class DataError(ValueError):
+class DataError(BadInput, ValueError):
     """Training data that cannot be used (one line)."""
 
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipae.models.config import LossConfig
-from clipae.models.ugct import topk_pool, weighted_pool
+from .config import LossConfig
+from .ugct import topk_pool, weighted_pool
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

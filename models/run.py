@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import yaml
 
-from clipae.models.clipae import CLIPAE, build_model
-from clipae.models.config import Config, config_from_dict
-from clipae.models.data import FeatureStore, as_rows, collate
-from clipae.models.train import CHECKPOINT, RunError, read_checkpoint
+from .clipae import CLIPAE, build_model
+from .config import Config, config_from_dict
+from .data import FeatureStore, as_rows, collate
+from .train import CHECKPOINT, RunError, read_checkpoint
 
 
 @dataclass

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipae.pipeline.manifest import MANIFEST_NAME, append_record, save_array_atomic
+from ..pipeline.manifest import MANIFEST_NAME, append_record, save_array_atomic
 
 FPS, LENGTH = 25.0, 16
 DEFAULT_DIMS = {"i3d_rgb": 1024, "i3d_flow": 1024, "clip": 512, "vggish": 128}

@@ -5,7 +5,7 @@
 
 Unsupervised (default): R rounds of cluster the training videos into K groups → train on the
 cluster ids as video labels → re-embed the videos with the model's attention. Weakly: one round on
-the true video labels. Multi-GPU: ``torchrun --nproc_per_node=N -m clipae.models.train ...``.
+the true video labels. Multi-GPU: ``torchrun --nproc_per_node=N -m clipae train ...``.
 
 The run folder holds ``config.yaml`` (resolved), ``extraction.json`` (grid, stream settings and
 weights of the training features), ``checkpoint.pt`` (rewritten atomically after every epoch: model
@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
+import io
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,21 +30,24 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from clipae.models import clustering
-from clipae.models.clipae import build_model
-from clipae.models.config import Config, ConfigError, config_from_dict, load_config, save_config
-from clipae.models.data import (DataError, FeatureStore, TrainingSet, VideoDataset, collate, compute_feature_stats,
-                                epoch_order, extraction_settings, foreground_mask, split_validation, training_set)
-from clipae.models.losses import CLIPAELoss
-from clipae.pipeline.annotations import AnnotationError, load_ground_truth
-from clipae.pipeline.interrupt import StopSignals, Stopped, exit_on_sigterm
-from clipae.pipeline.weights import WeightsError, load_checkpoint
+from ..core.dist import Ranks
+from ..core.errors import BadInput
+from ..core.fsio import replace_atomic, write_json_atomic, write_text_atomic
+from ..core.interrupt import Stopped, StopSignals, exit_on_sigterm
+from ..core.weights import WeightsError, load_checkpoint
+from ..datasets.annotations import AnnotationError, load_ground_truth
+from . import clustering
+from .clipae import build_model
+from .config import Config, ConfigError, config_from_dict, load_config, save_config
+from .data import (DataError, FeatureStore, TrainingSet, VideoDataset, collate, compute_feature_stats, epoch_order,
+                   extraction_settings, foreground_mask, split_validation, training_set)
+from .losses import CLIPAELoss
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
 
-class RunError(ValueError):
+class RunError(BadInput, ValueError):
     """A run folder that cannot be used as asked (one line)."""
 
 
@@ -59,34 +61,21 @@ def read_checkpoint(path: Path) -> dict:
         raise RunError(f"{e}; refused, nothing in it was run") from None
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
+def init_distributed() -> Ranks:
     """Joins the process group when started by ``torchrun`` (NCCL on GPUs, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    ranks = Ranks.from_env()
+    if ranks.world_size > 1:
+        ranks.start("auto", timeout=None)
+    return ranks
 
 
-def pick_device(name: str, d: Dist) -> torch.device:
+def pick_device(name: str, d: Ranks) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device is {name!r} but CUDA is not available")
-        return torch.device("cuda", d.local_rank) if d.world > 1 else torch.device(name)
+        return torch.device("cuda", d.local_rank) if d.world_size > 1 else torch.device(name)
     return torch.device(name)
 
 
@@ -95,9 +84,7 @@ def _epoch_key(r: int, e: int, epochs: int) -> int:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=1, sort_keys=True)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -118,14 +105,14 @@ class Trainer:
     stop: StopSignals | None = None
 
     def __init__(self, cfg: Config, out: Path, store: FeatureStore, tset: TrainingSet, dims: dict[str, int],
-                 classes: list[str], d: Dist, device: torch.device, quiet: bool, vset: TrainingSet | None = None):
+                 classes: list[str], d: Ranks, device: torch.device, quiet: bool, vset: TrainingSet | None = None):
         self.cfg, self.out, self.store, self.tset, self.dims = cfg, out, store, tset, dims
         self.vset = vset                     # held-out training videos (data.val_fraction), monitoring only
         self.classes, self.dist, self.device, self.quiet = classes, d, device, quiet
         self.k = len(classes)
         t = cfg.train
-        if t.batch_size % d.world:
-            raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the {d.world} processes")
+        if t.batch_size % d.world_size:
+            raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the {d.world_size} processes")
         self.streams = cfg.required_streams()
         audio = cfg.data.streams.audio if cfg.model.use_caf else None
         n = len(tset.video_ids)
@@ -138,7 +125,7 @@ class Trainer:
         self.model = build_model(cfg, dims, self.k).to(device)
         self.loss = CLIPAELoss(cfg.loss, n, cfg.model.ccp_dim if cfg.model.use_ccp else None, seed=t.seed).to(device)
         self.net = self.model
-        if d.world > 1:
+        if d.world_size > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
         self.optimizer = None
@@ -176,11 +163,9 @@ class Trainer:
                 "dims": self.dims, "classes": self.classes,
                 "video_ids": self.tset.video_ids,
             }
-            tmp = self.out / (CHECKPOINT + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, self.out / CHECKPOINT)
+            replace_atomic(self.out / CHECKPOINT, lambda f: torch.save(state, f))
             self._write_tables()
-        if self.dist.world > 1:
+        if self.dist.world_size > 1:
             dist.barrier()
 
     def load(self, state: dict) -> None:
@@ -223,7 +208,7 @@ class Trainer:
             payload = [labels, clustering.centres_of(emb, labels, self.k)]
         else:
             payload = [None, None]
-        if self.dist.world > 1:
+        if self.dist.world_size > 1:
             dist.broadcast_object_list(payload, src=0)
         labels, centres = payload
         moved = clustering.agreement(self.assignments[-1], labels) if self.assignments else {}
@@ -326,10 +311,10 @@ class Trainer:
 
     # ---- training ------------------------------------------------------------------------------
     def _gather(self, pooled: dict, index: torch.Tensor):
-        if self.dist.world == 1:
+        if self.dist.world_size == 1:
             return pooled, index
         def cat(x):
-            bufs = [torch.empty_like(x) for _ in range(self.dist.world)]
+            bufs = [torch.empty_like(x) for _ in range(self.dist.world_size)]
             dist.all_gather(bufs, x.contiguous())
             return torch.cat(bufs)
         return {k: cat(v) for k, v in pooled.items()}, cat(index)
@@ -340,8 +325,8 @@ class Trainer:
         torch.manual_seed(t.seed * 1_000_003 + key * 97 + self.dist.rank)     # dropout of this epoch
         self.train_set.set_epoch(key)
         self.train_set.labels = self._labels()
-        order = epoch_order(len(self.train_set), t.seed, key, self.dist.rank, self.dist.world)
-        loader = DataLoader(self.train_set, batch_size=t.batch_size // self.dist.world, sampler=order,
+        order = epoch_order(len(self.train_set), t.seed, key, self.dist.rank, self.dist.world_size)
+        loader = DataLoader(self.train_set, batch_size=t.batch_size // self.dist.world_size, sampler=order,
                             collate_fn=collate, num_workers=t.num_workers)
         self.net.train()
         self.loss.train()
@@ -349,7 +334,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
-            if self.stop is not None and self.dist.world == 1:
+            if self.stop is not None and self.dist.world_size == 1:
                 self.stop.check()  # safe: the checkpoint holds every finished epoch
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             out = self.net(batch)
@@ -369,7 +354,7 @@ class Trainer:
         """Stop before a NaN or infinite loss reaches the weights (every rank stops together);
         the checkpoint of the last finished epoch stays as it was."""
         finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
-        if self.dist.world > 1:
+        if self.dist.world_size > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not bool(finite.item()):
             raise RunError(f"round {r}, epoch {e}: the training loss became {float(loss.detach())}; "
@@ -381,7 +366,7 @@ class Trainer:
         if self.stop is None:
             return
         signum = self.stop.signum or 0
-        if self.dist.world > 1:
+        if self.dist.world_size > 1:
             flag = torch.tensor([signum], device=self.device if self.device.type == "cuda" else "cpu")
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             signum = int(flag.item())
@@ -396,12 +381,11 @@ class Trainer:
         for name, rows in (("metrics.csv", self.history["epochs"]), ("rounds.csv", self.history["rounds"])):
             if not rows:
                 continue
-            tmp = self.out / (name + ".tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-            os.replace(tmp, self.out / name)
+            text = io.StringIO(newline="")
+            w = csv.DictWriter(text, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+            write_text_atomic(self.out / name, text.getvalue())
 
     def run(self) -> None:
         t = self.cfg.train
@@ -486,7 +470,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, bool]:
     return load_config(args.config, args.set, extra), asked
 
 
-def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
+def prepare(args: argparse.Namespace, d: Ranks) -> Trainer:
     """Reads and checks every input, writes the run's config and extraction settings, builds the trainer."""
     cfg, asked = resolve_config(args)
     out = Path(args.out)
@@ -526,7 +510,7 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
                 "manifest": str(Path(args.manifest).resolve()), "annotations": str(Path(args.annotations).resolve())})
             if vset is not None:
                 _write_json_atomic(out / "validation.json", {"video_ids": vset.video_ids})
-    if d.world > 1:
+    if d.world_size > 1:
         dist.barrier()
     trainer = Trainer(cfg, out, store, tset, dims, classes, d, device, args.quiet, vset)
     if vset is not None:
@@ -541,7 +525,7 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
         audio = cfg.data.streams.audio if cfg.model.use_caf else None
         trainer.model.norm.set_stats(compute_feature_stats(store, tset.video_ids, streams, audio))
         trainer.log(f"training {cfg.train.mode} on {len(tset.video_ids)} videos of {cfg.data.train_subset!r}, "
-                    f"K={len(classes)}, streams {', '.join(streams)}, device {device}, {d.world} process(es)")
+                    f"K={len(classes)}, streams {', '.join(streams)}, device {device}, {d.world_size} process(es)")
     return trainer
 
 
@@ -555,8 +539,14 @@ def stopped_summary(trainer: Trainer | None, stopped: Stopped) -> str:
             f"({done}); {trainer.out / CHECKPOINT} holds every finished epoch: run the same command again to resume")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, name_clusters: Callable[..., str] | None = None) -> int:
+    """``clipae-train``. ``name_clusters(run, manifest, class_names, weights_dir, random_weights) -> str``
+    is the ``--class-names`` step (:func:`clipae.eval.naming.name_after_training`, given by
+    :mod:`clipae.cli`): naming clusters with CLIP text is evaluation's work, above the model."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.class_names and name_clusters is None:
+        print("clipae-train: error: --class-names is the clipae-train command's (python -m clipae train)", file=sys.stderr)
+        return 2
     exit_on_sigterm()
     d = init_distributed()
     trainer = None
@@ -567,11 +557,10 @@ def main(argv: list[str] | None = None) -> int:
             stop.check()
             trainer.run()
         if args.plot and d.main:
-            from clipae.models.plot import plot_run
+            from .plot import plot_run
             trainer.log(f"diagnostics drawn: {plot_run(trainer.out)}")
         if args.class_names and d.main:
-            from clipae.models.naming import name_after_training
-            print(name_after_training(args.out, args.manifest, args.class_names, args.weights_dir, args.random_weights))
+            print(name_clusters(args.out, args.manifest, args.class_names, args.weights_dir, args.random_weights))
     except Stopped as e:
         print(stopped_summary(trainer, e), file=sys.stderr, flush=True)
         return e.exit_status
@@ -579,10 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clipae-train: error: {e}", file=sys.stderr)
         return 2
     finally:
-        if d.world > 1 and dist.is_initialized():
+        if d.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import json
 import os
 import signal
 import time
@@ -29,28 +27,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from clipae.extractors.base import Extractor, ExtractorOptions, SnippetBatch, get_stream
-from clipae.pipeline import manifest as mf
-from clipae.pipeline.audio import AudioSettings
-from clipae.pipeline.decode import DEFAULT_DECODERS, FrameSettings, InputError, one_line
-from clipae.pipeline.distributed import Ranks
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.interrupt import StopSignals
-from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
-from clipae.pipeline.packing import VideoDecoded, VideoFailed, VideoOpened, pack
-from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S, BatchSource, SnippetSource, VideoFacts, VideoJob
-from clipae.pipeline.weights import WeightsError
+from ..core.errors import BadInput
+from ..core.fsio import video_files
+from ..core.grid import SnippetGrid
+from ..core.interrupt import StopSignals
+from ..core.weights import WeightsError
+from ..decoding.audio import AudioSettings
+from ..decoding.decode import DEFAULT_DECODERS, FrameSettings, InputError, one_line
+from ..decoding.packing import VideoDecoded, VideoFailed, VideoOpened, pack
+from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S, BatchSource, SnippetSource, VideoFacts, VideoJob
+from ..decoding.workers import DecodePool, auto_decode_workers
+from ..extractors.base import Extractor, ExtractorOptions, SnippetBatch, get_stream
+from . import manifest as mf
+from ..core.dist import Ranks
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
 DEFAULT_STREAMS = ("i3d_rgb", "i3d_flow", "clip", "vggish")
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".flv", ".wmv", ".mpg", ".mpeg",
-                  ".3gp", ".ts", ".mts", ".m2ts", ".ogv", ".vob"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 #: a video gets its own progress bar when it has more snippets than this
 INNER_BAR_SNIPPETS = 256
 
 
-class ExtractionError(Exception):
+class ExtractionError(BadInput):
     """A problem with the run as a whole (bad arguments, unreadable video list); one line."""
 
 
@@ -92,10 +90,6 @@ def stream_settings(extractor: Extractor, frame_settings: FrameSettings = FrameS
     return {**extractor.settings(), "weights_id": extractor.weights_id, "decode": decode}
 
 
-def config_hash(grid: SnippetGrid, settings: Mapping[str, dict]) -> str:
-    """Hash of the grid and every stream's settings: equal hashes, equal numbers."""
-    blob = json.dumps({"grid": grid.as_dict(), "streams": dict(settings)}, sort_keys=True, ensure_ascii=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def video_id_of(path: str | os.PathLike) -> str:
@@ -192,7 +186,7 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
                    progress: bool = False, across_videos: bool = True,
                    stopped: Callable[[], bool] | None = None) -> Iterator[VideoResult]:
     """Features of many videos, in memory, the networks' batches filled across videos
-    (:func:`clipae.pipeline.packing.pack`).
+    (:func:`clipae.decoding.packing.pack`).
 
     videos: ``(key, {stream: extractor}, source)`` in order; a source is opened only when the
             iterator is asked for it, and closed once read
@@ -306,7 +300,7 @@ def video_record(path: str | os.PathLike, facts: VideoFacts, extractors: Mapping
         "streams": {name: {"dim": ex.dim, "dtype": "float32", "settings": settings[name],
                            "options": dict(ex.options.extra)}  # to extract one more video the same way
                     for name, ex in extractors.items()},
-        "config_hash": config_hash(grid, settings),
+        "config_hash": mf.config_hash(grid, settings),
         "weights": {name: ex.weights_id for name, ex in extractors.items()},
     }
 
@@ -322,7 +316,7 @@ def extract_video(path: str | os.PathLike, streams: Sequence[str | Extractor], g
     streams:      stream names (built with ``options``) or extractors already built
     num_snippets: rows to produce instead of the grid's count (used to add streams to a line)
     source:       a source already decoding this video
-    decoders:     video decoders to try in order (see :data:`clipae.pipeline.decode.BACKENDS`)
+    decoders:     video decoders to try in order (see :data:`clipae.decoding.decode.BACKENDS`)
 
     Returns ``(record, features)``: the manifest line without feature paths (``streams[name]``
     holds ``dim``, ``dtype``, ``settings``) and ``{name: (num_snippets, dim) float32}``.
@@ -351,7 +345,7 @@ def find_videos(spec: str | os.PathLike) -> list[Path]:
     list's folder), or one video file (any other file)."""
     spec = Path(spec)
     if spec.is_dir():
-        return sorted(p for p in spec.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        return video_files(spec)
     if not spec.is_file():
         raise ExtractionError(f"{spec}: no such file or folder")
     if spec.suffix.lower() in LIST_SUFFIXES:
@@ -479,7 +473,7 @@ def merge_record(plan: VideoPlan, fresh: dict, grid: SnippetGrid, audio_streams:
     record = dict(fresh)
     record["streams"] = {**plan.keep, **fresh["streams"]}
     record["weights"] = {**{n: w for n, w in plan.base.get("weights", {}).items() if n in plan.keep}, **fresh["weights"]}
-    record["config_hash"] = config_hash(grid, {n: e.get("settings", {}) for n, e in record["streams"].items()})
+    mf.rehash(record, grid)
     if not audio_streams & set(fresh["streams"]) and "has_audio" in plan.base:
         record["has_audio"] = plan.base["has_audio"]
     return record

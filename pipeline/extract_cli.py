@@ -14,16 +14,16 @@ from pathlib import Path
 
 import torch
 
-from clipae.extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
-from clipae.pipeline.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
-from clipae.pipeline.distributed import Ranks
-from clipae.pipeline.extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.presets import PRESETS, describe, get_preset, manifest_entry
-from clipae.pipeline.interrupt import EXIT_STATUS, StopSignals, exit_on_sigterm
-from clipae.pipeline.manifest import ManifestError
-from clipae.pipeline.snippets import DEFAULT_STALL_TIMEOUT_S
-from clipae.pipeline.weights import DEFAULT_WEIGHTS_DIR, WeightsError
+from ..core.grid import SnippetGrid
+from ..core.interrupt import EXIT_STATUS, StopSignals, exit_on_sigterm
+from ..core.weights import DEFAULT_WEIGHTS_DIR, WeightsError
+from ..decoding.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
+from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S
+from ..extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
+from ..core.dist import Ranks
+from .extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
+from .manifest import ManifestError
+from .presets import PRESETS, describe, get_preset, manifest_entry
 
 PROG = "clipae-extract"
 
@@ -246,7 +246,3 @@ def main(argv: list[str] | None = None) -> int:
     if summary.stopped:
         return 2
     return 1 if summary.failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

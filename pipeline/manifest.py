@@ -19,19 +19,20 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 import numpy as np
 
-from clipae.pipeline.weights import sha256_of
+from ..core.errors import BadInput
+from ..core.fsio import replace_atomic
+from ..core.weights import sha256_of
 
 MANIFEST_NAME = "manifest.jsonl"
 log = logging.getLogger(__name__)
 
 
-class OutputError(Exception):
+class OutputError(BadInput):
     """An output file cannot be written (disk full, read-only, no permission, ...): one line."""
 
 
@@ -40,9 +41,24 @@ def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {error.strerror or error}")
 
 
+
+def config_hash(grid, settings) -> str:
+    """Hash of the snippet grid (a :class:`~clipae.core.grid.SnippetGrid`) and every stream's settings
+    ``{stream: settings}`` (which hold its ``weights_id`` and decode settings): equal hashes, equal numbers.
+    Extraction and feature import both stamp their lines with it, so their lines compare."""
+    blob = json.dumps({"grid": grid.as_dict(), "streams": dict(settings)}, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def rehash(record: dict, grid) -> dict:
+    """``record`` with ``config_hash`` recomputed from its streams' settings (after streams were added)."""
+    record["config_hash"] = config_hash(grid, {n: e.get("settings", {}) for n, e in record["streams"].items()})
+    return record
+
+
 # --------------------------------------------------------------------------- reading
 
-class ManifestError(ValueError):
+class ManifestError(BadInput, ValueError):
     """A file that is not a manifest (one line naming the file and line)."""
 
 
@@ -111,34 +127,12 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
         raise output_error(path, e) from None
 
 
-def _new_temp(path: Path) -> tuple[IO[bytes], Path]:
-    """A new, empty file beside ``path`` (``.<name>.<random>.tmp``), created with mode 0o666
-    minus the umask (``tempfile.mkstemp`` would always make it 0o600)."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        except FileExistsError:
-            continue
-        return os.fdopen(fd, "wb"), tmp
-
-
 def _replace_atomic(path: Path, write) -> None:
-    """``write(f)`` into a temporary file beside ``path``, fsync, rename over ``path``."""
-    tmp = None
+    """:func:`~clipae.core.fsio.replace_atomic`, its failure one :class:`OutputError` line."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f, tmp = _new_temp(path)
-        with f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_atomic(path, write)
     except OSError as e:
         raise output_error(path, e) from None
-    finally:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:

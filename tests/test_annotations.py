@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipae.pipeline import annotations as ann
-from clipae.pipeline.annotations import AnnotationError, load_ground_truth
+from clipae.datasets import annotations as ann
+from clipae.datasets.annotations import AnnotationError, load_ground_truth
 
 DATA = Path(__file__).parent / "data"
 THUMOS = DATA / "thumos14"

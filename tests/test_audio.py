@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import videogen
-from clipae.pipeline.audio import AudioReader
-from clipae.pipeline.decode import probe
-from clipae.pipeline.grid import SnippetGrid
+from clipae.decoding.audio import AudioReader
+from clipae.decoding.decode import probe
+from clipae.core.grid import SnippetGrid
 
 DATA = Path(__file__).parent / "data" / "videos"
 WINDOW = 15360

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import videogen
-from clipae.pipeline.bench_extract import main
+from clipae.bench.extract import main
 
 
 def test_bench_extract_prints_each_section(tmp_path, capsys, monkeypatch):

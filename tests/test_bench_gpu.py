@@ -7,11 +7,11 @@ import zipfile
 import pytest
 import torch
 
-from clipae.pipeline import bench_gpu
-from clipae.pipeline.bench_gpu import (FROM_SOURCE, GPU_WHEELS, ROOT, STEPS, TOTAL_BUDGET_S, Context,
+from clipae.bench import gpu as bench_gpu
+from clipae.bench.gpu import (FROM_SOURCE, GPU_WHEELS, ROOT, STEPS, TOTAL_BUDGET_S, Context,
                                        check_wheels_size, combined_real_time, download_command, gpu_test_files, main,
                                        pinned_versions, satisfied, source_wheel_command, step_install)
-from clipae.pipeline.measure import run_measured
+from clipae.bench.measure import run_measured
 
 
 def make_wheel(folder, name="clipae_probe", version="0.1"):
@@ -123,7 +123,7 @@ def test_wheel_folder_over_64_mib_is_refused(tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")
 def test_without_cuda_the_real_check_says_so_in_one_line():
-    r = subprocess.run([sys.executable, "-m", "clipae.pipeline.bench", "gpu"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "clipae", "bench", "gpu"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "no CUDA device" in r.stderr and "--dry-run" in r.stderr
@@ -131,7 +131,7 @@ def test_without_cuda_the_real_check_says_so_in_one_line():
 
 @pytest.mark.parametrize("dry", [False, True])
 def test_the_real_and_dry_arguments_parse(tmp_path, dry):
-    from clipae.extractors.bench import build_parser
+    from clipae.bench.streams import build_parser
     from clipae.pipeline.extract_cli import parser_for
 
     ctx = Context(dry=dry, device="cuda", tmp=tmp_path, wheels=tmp_path)

@@ -4,7 +4,7 @@ import shlex
 import subprocess
 import sys
 
-from clipae.pipeline.bench_side import main, round_order
+from clipae.bench.side import main, round_order
 
 PY = shlex.quote(sys.executable)
 
@@ -54,7 +54,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
                          "is not a folder"),
                         (["--ours", "true", "--theirs", "true", "--runs", "1", "--json", str(tmp_path / "no" / "s.json")],
                          "cannot write")):
-        r = subprocess.run([sys.executable, "-m", "clipae.pipeline.bench", "side-by-side", *args],
+        r = subprocess.run([sys.executable, "-m", "clipae", "bench", "side-by-side", *args],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and words in r.stderr and "Traceback" not in r.stderr

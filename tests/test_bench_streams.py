@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from clipae.extractors.bench import frame_size, main, make_batch
+from clipae.bench.streams import frame_size, main, make_batch
 from clipae.extractors.i3d import i3d
 
 

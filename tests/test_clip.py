@@ -11,7 +11,7 @@ from PIL import Image
 
 from clipae.extractors import clip as clip_stream
 from clipae.extractors.base import ExtractorOptions, OptionsError, available_streams, get_stream
-from clipae.pipeline.weights import WeightsError
+from clipae.core.weights import WeightsError
 from video_frames import decode_frames, snippet_batch
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.compare_features import main
-from clipae.pipeline.grid import SnippetGrid
+from clipae.datasets.compare_features import main
+from clipae.core.grid import SnippetGrid
 
 DIM = 48
 OURS = SnippetGrid(25.0, 16, 16)

@@ -107,7 +107,7 @@ def test_clip_rows_of_kept_crops_are_unit_vectors(video):
 
 
 def videogen_frames(video):
-    from clipae.pipeline.decode import VideoDecoder
+    from clipae.decoding.decode import VideoDecoder
     d = VideoDecoder(str(video), 25.0)
     return next(iter(d.chunks()))
 

@@ -8,7 +8,7 @@ from torchvision.transforms.v2 import functional as TF
 
 import videogen
 from clipae.extractors.base import centre_crop
-from clipae.pipeline.decode import (BackendError, DecodeError, DecordBackend, FrameSettings, PyAVBackend,
+from clipae.decoding.decode import (BackendError, DecodeError, DecordBackend, FrameSettings, PyAVBackend,
                                     VideoDecoder, resize_short_side, source_indices)
 
 DATA = Path(__file__).parent / "data" / "videos"
@@ -174,7 +174,7 @@ def test_bad_files_give_one_line_errors(videos, name, message):
 
 def test_frames_too_long_after_resizing_fail_before_decoding(tmp_path, capsys):
     """A 2x1000 video would be 256x128000 (98 MB a frame) after resizing: it fails, in one line."""
-    from clipae.pipeline import decode
+    from clipae.decoding import decode
     from clipae.pipeline.extract_cli import main
     thin = videogen.make_video(tmp_path / "thin.mp4", duration=1.0, size=(2, 1000), audio=None)
     decoder = VideoDecoder(str(thin), 25.0)
@@ -192,7 +192,7 @@ def test_frames_too_long_after_resizing_fail_before_decoding(tmp_path, capsys):
 
 
 def test_source_frames_over_the_pixel_limit_fail(monkeypatch, videos):
-    from clipae.pipeline import decode
+    from clipae.decoding import decode
     monkeypatch.setattr(decode, "MAX_SOURCE_PIXELS", 96 * 64 - 1)
     with pytest.raises(DecodeError, match="frames of 96x64 pixels exceed the limit of 6143 pixels"):
         VideoDecoder(str(videos["plain"]), 25.0).open()

@@ -1,4 +1,4 @@
-"""Decoding in worker processes (pipeline/decode_workers.py)."""
+"""Decoding in worker processes (decoding/workers.py)."""
 import os
 import signal
 import subprocess
@@ -13,13 +13,13 @@ import torch
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.decode import InputError
-from clipae.pipeline import decode_workers
-from clipae.pipeline.decode_workers import DecodePool, auto_decode_workers
-from clipae.pipeline.distributed import Ranks
+from clipae.decoding.decode import InputError
+from clipae.decoding import workers as decode_workers
+from clipae.decoding.workers import DecodePool, auto_decode_workers
+from clipae.core.dist import Ranks
 from clipae.pipeline.extract_cli import build_parser, config_from_args, main
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.snippets import SnippetSource, VideoJob
+from clipae.core.grid import SnippetGrid
+from clipae.decoding.snippets import SnippetSource, VideoJob
 
 TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--quiet"]
 
@@ -117,7 +117,7 @@ def test_a_worker_that_dies_fails_its_video_and_is_replaced(folder):
 
 def test_workers_exit_when_the_main_process_is_killed(tmp_path):
     script = ("import sys, time; sys.path.insert(0, %r)\n"
-              "from clipae.pipeline.decode_workers import DecodePool\n"
+              "from clipae.decoding.workers import DecodePool\n"
               "pool = DecodePool(2)\n"
               "print(' '.join(str(w.process.pid) for w in pool._idle), flush=True)\n"
               "time.sleep(60)\n") % str(Path(__file__).parent)

@@ -6,23 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from clipae.pipeline import demo
+from clipae.demo import run as demo
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.cli import COMMANDS
 
-MISSING = demo.missing_stages(demo.STAGES, COMMANDS, demo.STREAMS)
-needs_chain = pytest.mark.skipif(bool(MISSING), reason="demo chain incomplete: " + "; ".join(MISSING))
-
-
-def test_a_missing_stage_is_named_and_nothing_runs(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(demo, "COMMANDS", {**COMMANDS, "train": "clipae.models.no_such_trainer"})
-    assert demo.main(["--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "clipae-train is not available yet (module clipae.models.no_such_trainer is missing)" in err
-    assert not (tmp_path / "out").exists()
-
-
-@needs_chain
 def test_weights_are_real_only_when_all_are_cached(tmp_path):
     names = [spec.filename for spec in demo.EXTRACTION.weights()]
     assert len(names) == 5 and len(set(names)) == 5
@@ -34,11 +20,10 @@ def test_weights_are_real_only_when_all_are_cached(tmp_path):
     assert status.real and "pretrained" in status.banner() and "RANDOM" not in status.caption()
 
 
-@needs_chain
 @pytest.mark.slow
 def test_demo_chain_at_small_size(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "clipae.pipeline.demo", "--out", str(out), "--size", "small",
+    r = subprocess.run([sys.executable, "-m", "clipae.demo.run", "--out", str(out), "--size", "small",
                         "--weights-dir", str(tmp_path / "empty-cache"), "--quiet"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -6,8 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from clipae.pipeline import demo_data as dd
-from clipae.pipeline.annotations import load_ground_truth
+from clipae.demo import data as dd
+from clipae.datasets.annotations import load_ground_truth
 
 SPEC = dd.DemoDatasetSpec(num_train=3, num_test=2, duration_s=(4.0, 5.0), instances=(1, 2),
                           instance_s=(1.0, 1.5), min_gap_s=0.6, seed=7)

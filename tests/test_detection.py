@@ -8,7 +8,7 @@ import pytest
 
 from clipae.eval import detection, reference
 from clipae.eval.results import EvalInputs, ResultsError, build_inputs
-from clipae.pipeline.annotations import GroundTruth, load_ground_truth
+from clipae.datasets.annotations import GroundTruth, load_ground_truth
 
 DATA = Path(__file__).parent / "data"
 

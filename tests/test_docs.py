@@ -75,6 +75,9 @@ def resolve(tokens: list[str]) -> tuple[str, str, list[str]] | None:
         module_at = 2
     elif first == "torchrun" and "-m" in tokens:
         module_at = tokens.index("-m") + 1
+    if module_at is not None and tokens[module_at:module_at + 1] == ["clipae"] and len(tokens) > module_at + 1:
+        script = f"clipae-{tokens[module_at + 1]}"          # python -m clipae COMMAND: the console script
+        return script, console_scripts().get(script, ""), tokens[module_at + 2:]
     if module_at is not None and module_at < len(tokens) and tokens[module_at].startswith("clipae."):
         module = tokens[module_at]
         return f"python -m {module}", f"{module}:main", tokens[module_at + 1:]
@@ -182,5 +185,5 @@ def test_the_checker_finds_a_stale_flag_an_unknown_script_and_a_subcommand():
     assert importlib.util.find_spec("clipae.pipeline.no_such_module") is None
     docker = shlex.split("docker run --gpus all -v /d:/out clipae clipae-train --manifest /out/m.jsonl")
     assert resolve(docker)[0::2] == ("clipae-train", ["--manifest", "/out/m.jsonl"])
-    torchrun = ["torchrun", "--nproc_per_node=4", "-m", "clipae.models.train", "--manifest", "m"]
-    assert resolve(torchrun) == ("python -m clipae.models.train", "clipae.models.train:main", ["--manifest", "m"])
+    torchrun = ["torchrun", "--nproc_per_node=4", "-m", "clipae", "train", "--manifest", "m"]
+    assert resolve(torchrun) == ("clipae-train", "clipae.cli:train_main", ["--manifest", "m"])

@@ -10,8 +10,8 @@ import pytest
 
 from clipae.eval import cli
 from clipae.eval.report import TiouError, parse_tious
-from clipae.pipeline import bench as bench_cli
-from clipae.pipeline.annotations import load_ground_truth
+from clipae.bench import cli as bench_cli
+from clipae.datasets.annotations import load_ground_truth
 
 DATA = Path(__file__).parent / "data"
 THUMOS_TXT = DATA / "thumos14" / "annotations"
@@ -135,7 +135,7 @@ def test_tiou_zero_and_json_into_a_missing_folder_are_one_line_errors(thumos_pre
 
 
 def test_runs_as_a_module(thumos_pred):
-    proc = subprocess.run([sys.executable, "-m", "clipae.eval.cli", "--predictions", str(thumos_pred),
+    proc = subprocess.run([sys.executable, "-m", "clipae", "eval", "--predictions", str(thumos_pred),
                            "--annotations", str(THUMOS_TXT), "--tiou", "0.5"], capture_output=True, text=True)
     assert proc.returncode == 0 and "100.00" in proc.stdout
 

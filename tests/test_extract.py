@@ -10,13 +10,13 @@ import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
 from clipae.extractors.base import Extractor, ExtractorOptions, register_stream
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.decode import VideoDecoder
+from clipae.decoding.decode import VideoDecoder
 from clipae.pipeline import extract
 from clipae.pipeline.extract import RunConfig, extract_video
 from clipae.pipeline.extract_cli import main
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.decode_workers import DecodePool
-from clipae.pipeline.snippets import Recycler, SnippetSource, VideoJob
+from clipae.core.grid import SnippetGrid
+from clipae.decoding.workers import DecodePool
+from clipae.decoding.snippets import Recycler, SnippetSource, VideoJob
 
 DATA = Path(__file__).parent / "data" / "videos"
 TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--quiet"]

@@ -43,7 +43,7 @@ def env() -> dict:
 
 
 def start(videos: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "clipae.pipeline.extract_cli", str(videos), str(out), *ARGS, *extra],
+    return subprocess.Popen([sys.executable, "-m", "clipae", "extract", str(videos), str(out), *ARGS, *extra],
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -119,7 +119,7 @@ def test_kill_9_and_resume(videos, reference, tmp_path, capsys):
 def test_torchrun_two_ranks_share_the_videos(videos, reference, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "clipae.pipeline.extract_cli", str(videos), str(out), *ARGS]
+           "-m", "clipae", "extract", str(videos), str(out), *ARGS]
     proc = subprocess.run(cmd, env=env(), capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert not list(out.glob("manifest.rank*.jsonl"))      # shards merged and removed

@@ -13,7 +13,7 @@ from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weigh
 
 from clipae.extractors import flow as fl
 from clipae.extractors.base import ExtractorOptions, OptionsError, get_stream
-from clipae.pipeline.weights import WeightsError
+from clipae.core.weights import WeightsError
 from video_frames import decode_frames, snippet_batch
 
 

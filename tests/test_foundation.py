@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipae.pipeline.grid import SnippetGrid
+from clipae.core.grid import SnippetGrid
 from clipae.pipeline import manifest as mf
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,11 +17,11 @@ import toy_streams  # noqa: F401  (registers toy_colour)
 import videogen
 from clipae.pipeline import extract
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.decode import BACKENDS, InputError
-from clipae.pipeline.decode_workers import DecodePool
+from clipae.decoding.decode import BACKENDS, InputError
+from clipae.decoding.workers import DecodePool
 from clipae.pipeline.extract import RunConfig
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.snippets import Recycler, SnippetSource, VideoJob
+from clipae.core.grid import SnippetGrid
+from clipae.decoding.snippets import Recycler, SnippetSource, VideoJob
 
 pytestmark = pytest.mark.timeout(120)  # a regression here hangs: fail it in minutes, with its stacks
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from clipae.extractors.base import ExtractorOptions, get_stream
 from clipae.extractors.i3d import i3d, load_i3d_weights, pad_same
-from clipae.pipeline.weights import WeightsError
+from clipae.core.weights import WeightsError
 from video_frames import decode_frames, snippet_batch
 
 

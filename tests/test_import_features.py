@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.grid import SnippetGrid
-from clipae.pipeline.import_features import main
+from clipae.core.grid import SnippetGrid
+from clipae.datasets.import_features import main
 
 GRID = SnippetGrid(25, 16, 16)
 
@@ -142,7 +142,7 @@ def test_rgb_flow_layout_with_durations_from_json(tmp_path, capsys):
 
 
 def test_durations_from_the_videos(tmp_path, capsys):
-    from clipae.pipeline import demo_data as dd
+    from clipae.demo import data as dd
 
     spec = dd.DemoDatasetSpec(num_train=1, num_test=1, duration_s=(2.0, 2.5), instances=(1, 1),
                               instance_s=(0.5, 0.8), min_gap_s=0.4)
@@ -170,7 +170,7 @@ def test_bad_input_is_one_line_without_traceback(wtalc, tmp_path, capsys):
     np.save(ann / "videoname.npy", np.array([b"a", b"b"]))  # names no longer match the rows
     np.save(ann / "duration.npy", np.array([[1.0], [2.0]]))
     np.save(ann / "original_fps.npy", np.array([25.0, 25.0]))
-    r = subprocess.run([sys.executable, "-m", "clipae.pipeline.import_features", "wtalc", str(path),
+    r = subprocess.run([sys.executable, "-m", "clipae", "import-features", "wtalc", str(path),
                         str(tmp_path / "out"), "--annotations", str(ann)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "must match one to one" in r.stderr
@@ -181,7 +181,7 @@ def test_bad_input_is_one_line_without_traceback(wtalc, tmp_path, capsys):
 @pytest.mark.skipif(importlib.util.find_spec("clipae.pipeline.extract_cli") is None,
                     reason="the extraction stage (clipae.pipeline.extract_cli) is not merged yet")
 def test_extraction_adds_a_stream_to_imported_videos(tmp_path):
-    from clipae.pipeline import demo_data as dd
+    from clipae.demo import data as dd
     from clipae.pipeline.extract_cli import main as extract_main
 
     spec = dd.DemoDatasetSpec(num_train=1, num_test=1, duration_s=(2.0, 2.5), instances=(1, 1),

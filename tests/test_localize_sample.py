@@ -51,7 +51,7 @@ def ground_truth(records: dict) -> dict:
 @pytest.mark.slow
 def test_localize_a_real_video_with_a_tiny_trained_run(tmp_path):
     features = tmp_path / "features"
-    run_module("clipae.pipeline.extract_cli", VIDEOS, features, *EXTRACT)
+    run_module("clipae", "extract", VIDEOS, features, *EXTRACT)
     records = mf.read_manifest(features / "manifest.jsonl")
     assert sorted(records) == ["v_GGSY1Qvo990", "v_ZNVhz7ctTq0"]
     assert all(rec["status"] == "ok" for rec in records.values())
@@ -61,13 +61,13 @@ def test_localize_a_real_video_with_a_tiny_trained_run(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(TRAIN_CONFIG), encoding="utf-8")
     run = tmp_path / "run"
-    run_module("clipae.models.train", "--manifest", features / "manifest.jsonl", "--annotations", gt_path,
+    run_module("clipae", "train", "--manifest", features / "manifest.jsonl", "--annotations", gt_path,
                "--out", run, "--config", config, "--quiet")
     assert (run / "checkpoint.pt").is_file()
 
     out, png = tmp_path / "out.json", tmp_path / "timeline.png"
     # an unsupervised run maps its clusters to classes once, from the training ground truth
-    r = run_module("clipae.eval.localize", VIDEO, "--run", run, "-o", out, "--plot", png, "--random-weights",
+    r = run_module("clipae", "localize", VIDEO, "--run", run, "-o", out, "--plot", png, "--random-weights",
                    "--annotations", gt_path)
     assert (run / "cluster_mapping.json").is_file()
 

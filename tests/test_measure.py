@@ -1,9 +1,9 @@
-"""pipeline/measure.py: a child's wall time, peak RSS of its largest process and of its whole tree, timeouts."""
+"""bench/measure.py: a child's wall time, peak RSS of its largest process and of its whole tree, timeouts."""
 import subprocess
 import sys
 import time
 
-from clipae.pipeline.measure import MiB, run_measured
+from clipae.bench.measure import MiB, run_measured
 
 PY = sys.executable
 # a parent and its child each hold 60 MiB at the same time for about a second
@@ -41,7 +41,7 @@ def test_exit_status_and_last_line():
 
 SAMPLER_CHECK = """
 import time
-from clipae.pipeline.measure import RSSSampler
+from clipae.bench.measure import RSSSampler
 with RSSSampler(interval=0.01) as before:
     pass
 with RSSSampler(interval=0.01) as during:

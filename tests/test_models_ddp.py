@@ -24,7 +24,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         args += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "clipae.models.train", *args, "--out", str(tmp_path / "ddp")],
+                          "-m", "clipae", "train", *args, "--out", str(tmp_path / "ddp")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert train.main([*args, "--out", str(tmp_path / "one")]) == 0

@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score
 from clipae.models import train
 from clipae.models.run import load_run
 from clipae.models.synthetic import SyntheticSpec, generate
-from clipae.pipeline.annotations import load_ground_truth
+from clipae.datasets.annotations import load_ground_truth
 from clipae.pipeline.manifest import read_manifest, write_records
 
 TINY = ["data.num_segments=64", "model.hidden_dim=32", "model.attention_dim=16", "model.caf_dim=16",
@@ -205,7 +205,7 @@ def test_clear_errors_with_counts(data, tmp_path, capsys):
                      overrides=["train.epochs_per_round=1"]) == 2
     assert "holds a run with a different config (model.use_ccp)" in capsys.readouterr().err
 
-    proc = subprocess.run([sys.executable, "-m", "clipae.models.train", "--manifest", str(tmp_path / "none.jsonl"),
+    proc = subprocess.run([sys.executable, "-m", "clipae", "train", "--manifest", str(tmp_path / "none.jsonl"),
                            "--annotations", str(data["ground_truth"]), "--out", str(tmp_path / "w")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -249,7 +249,7 @@ def test_a_non_finite_loss_stops_training_with_one_line(data, tmp_path, capsys, 
                                               ("model.dropout=1.5", "model.dropout must be in [0, 1), not 1.5"),
                                               ("cluster.num_clusters=0", "cluster.num_clusters must be at least 2, not 0")])
 def test_out_of_range_settings_are_one_line_errors(data, tmp_path, override, message):
-    proc = subprocess.run([sys.executable, "-m", "clipae.models.train", "--manifest", str(data["manifest"]),
+    proc = subprocess.run([sys.executable, "-m", "clipae", "train", "--manifest", str(data["manifest"]),
                            "--annotations", str(data["ground_truth"]), "--out", str(tmp_path / "w"), "--set", override],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"clipae-train: error: {message}"]

@@ -8,11 +8,12 @@ import pytest
 from clipae.eval import cli as eval_cli
 from clipae.eval.mapping import NAMES_FILE, ClusterMapping, build_mapping
 from clipae.eval.predict import cluster_mapping, default_mapping_method
+from clipae.cli import train_main
 from clipae.models import train
-from clipae.models.naming import name_clusters, name_run
+from clipae.eval.naming import name_clusters, name_run
 from clipae.models.run import load_run
 from clipae.models.synthetic import SyntheticSpec, SyntheticTextTower, class_names, generate
-from clipae.pipeline.annotations import canonical_id, load_ground_truth
+from clipae.datasets.annotations import canonical_id, load_ground_truth
 
 TINY = ["data.num_segments=64", "model.hidden_dim=32", "model.attention_dim=16", "model.caf_dim=16",
         "model.ccp_dim=16", "model.dropout=0.3", "train.lr=1e-3", "train.batch_size=4", "train.threads=1",
@@ -97,10 +98,10 @@ def test_clipae_train_class_names_with_a_random_text_tower(tmp_path, capsys):
     argv = ["--manifest", str(data["manifest"]), "--annotations", str(data["ground_truth"]), "--out",
             str(tmp_path / "run"), "--quiet", "--rounds", "1", "--class-names", str(tmp_path / "names.txt"),
             "--set", "train.epochs_per_round=1", *[x for o in TINY[:-1] for x in ("--set", o)]]
-    assert train.main(argv) == 2            # the features are random: the text tower must be asked for as random
+    assert train_main(argv) == 2            # the features are random: the text tower must be asked for as random
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--random-weights" in err
-    assert train.main(argv + ["--random-weights"]) == 0
+    assert train_main(argv + ["--random-weights"]) == 0
     out = capsys.readouterr().out
     assert "cluster names (clip-text" in out
     saved = json.loads((tmp_path / "run" / NAMES_FILE).read_text())

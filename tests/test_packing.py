@@ -1,4 +1,4 @@
-"""Network batches across videos (pipeline/packing.py) and their use by the extraction runner."""
+"""Network batches across videos (decoding/packing.py) and their use by the extraction runner."""
 
 import numpy as np
 import pytest
@@ -6,11 +6,11 @@ import pytest
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
 from clipae.extractors.base import Extractor, ExtractorOptions, SnippetBatch, get_stream
-from clipae.pipeline.decode import InputError
+from clipae.decoding.decode import InputError
 from clipae.pipeline.extract import RunConfig, extract_video, extract_videos, run
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.packing import Packed, VideoDecoded, VideoFailed, pack
-from clipae.pipeline.snippets import VideoFacts
+from clipae.decoding.packing import Packed, VideoDecoded, VideoFailed, pack
+from clipae.decoding.snippets import VideoFacts
 
 
 class FakeSource:

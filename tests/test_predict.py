@@ -21,7 +21,7 @@ from clipae.eval.proposals import ProposalConfig
 from clipae.eval.report import score
 from clipae.eval.results import build_inputs
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.annotations import GroundTruth, load_ground_truth
+from clipae.datasets.annotations import GroundTruth, load_ground_truth
 from clipae.pipeline.extract import ExtractionError
 
 CLASSES = ["A", "B", "C"]

@@ -8,7 +8,7 @@ import toy_streams  # noqa: F401  (registers toy_colour)
 import videogen
 from clipae.extractors.i3d_streams import I3DStream
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.distributed import Ranks
+from clipae.core.dist import Ranks
 from clipae.pipeline.extract_cli import config_from_args, main, parser_for
 from clipae.pipeline.presets import PRESETS
 

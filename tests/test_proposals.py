@@ -4,7 +4,7 @@ import pytest
 
 from clipae.eval.proposals import (ProposalConfig, ProposalConfigError, contrast_scores, generate_proposals, minmax,
                                    runs)
-from clipae.pipeline.grid import SnippetGrid
+from clipae.core.grid import SnippetGrid
 
 GRID = SnippetGrid()  # 25 fps, 16-frame snippets, stride 16
 
@@ -118,7 +118,7 @@ def test_minmax_as_cola():
 
 def test_config_from_dict_and_errors():
     c = ProposalConfig.from_dict({"nms": "hard", "cas_thresholds": [0.1, 0.2]})
-    assert c.nms == "hard" and c.cas_thresholds == (0.1, 0.2)
+    assert c.nms == "hard" and c.cas_thresholds == [0.1, 0.2]   # lists: a run's config.yaml holds them
     assert ProposalConfig.from_dict(None) == ProposalConfig()
     with pytest.raises(ProposalConfigError, match="unknown proposal setting"):
         ProposalConfig.from_dict({"nms_sigma": 0.3})

@@ -16,6 +16,7 @@ import pytest
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
 from clipae.extractors.base import Extractor, register_stream
+from clipae.core import fsio
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.extract_cli import main
 
@@ -228,7 +229,7 @@ def crash_at(monkeypatch, n: int) -> list[str]:
         real_append(path, record)
         step("line written")
 
-    monkeypatch.setattr(mf, "os", os_with(replace=replace))
+    monkeypatch.setattr(fsio, "os", os_with(replace=replace))   # the atomic writes
     monkeypatch.setattr(mf, "append_record", append)
     return seen
 
@@ -274,7 +275,8 @@ def failing_at(monkeypatch, n: int, code: int) -> None:
             raise OSError(code, os.strerror(code))
         os.fsync(fd)
 
-    monkeypatch.setattr(mf, "os", os_with(fsync=fsync))
+    monkeypatch.setattr(mf, "os", os_with(fsync=fsync))     # manifest appends
+    monkeypatch.setattr(fsio, "os", os_with(fsync=fsync))   # atomic writes
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.ENOTDIR])

@@ -14,8 +14,8 @@ from clipae.eval import cli as eval_cli
 from clipae.models import train
 from clipae.models.run import load_run
 from clipae.models.synthetic import SyntheticSpec, generate
-from clipae.pipeline import annotations, import_features
-from clipae.pipeline.safe_npy import UnsafeFileError, load_npy
+from clipae.datasets import annotations, import_features
+from clipae.core.safe_npy import UnsafeFileError, load_npy
 
 WTALC = Path(__file__).parent / "data" / "thumos14" / "wtalc_npy"
 TINY = ["data.num_segments=16", "model.hidden_dim=16", "model.attention_dim=8", "model.caf_dim=8",
@@ -162,7 +162,7 @@ def test_crafted_checkpoint_is_refused_by_eval_and_train(run_dir, tmp_path, caps
 
 
 def test_compare_features_reads_wtalc_arrays_without_running_them(tmp_path, capsys):
-    from clipae.pipeline import compare_features
+    from clipae.datasets import compare_features
     marker = tmp_path / "ran"
     bad = crafted_object_array(tmp_path / "features.npy", marker)
     with pytest.raises(compare_features.CompareError, match="cannot read"):

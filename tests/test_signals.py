@@ -71,7 +71,7 @@ def reference(videos, tmp_path_factory):
 
 
 def start_extract(videos: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "clipae.pipeline.extract_cli", str(videos), str(out), *ARGS, *extra],
+    return subprocess.Popen([sys.executable, "-m", "clipae", "extract", str(videos), str(out), *ARGS, *extra],
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -92,7 +92,7 @@ def test_extract_stops_on_a_signal_and_resumes(videos, reference, tmp_path, sign
         for entry in rec["streams"].values():
             assert np.load(out / entry["path"]).shape == (rec["num_snippets"], entry["dim"])
     assert not list((out / "features").glob("*/.*.tmp"))
-    rerun = subprocess.run([sys.executable, "-m", "clipae.pipeline.extract_cli", str(videos), str(out), *ARGS],
+    rerun = subprocess.run([sys.executable, "-m", "clipae", "extract", str(videos), str(out), *ARGS],
                            env=env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(done)} already done" in rerun.stdout
@@ -126,7 +126,7 @@ def data(tmp_path_factory):
 
 
 def train_command(data, out: Path) -> list[str]:
-    argv = [sys.executable, "-m", "clipae.models.train", "--manifest", str(data["manifest"]),
+    argv = [sys.executable, "-m", "clipae", "train", "--manifest", str(data["manifest"]),
             "--annotations", str(data["ground_truth"]), "--out", str(out), "--quiet", "--mode", "weakly"]
     for o in ["data.num_segments=16", "model.hidden_dim=16", "model.attention_dim=8", "model.caf_dim=8",
               "model.ccp_dim=8", "train.batch_size=2", "train.threads=1", "train.epochs_per_round=40"]:
@@ -158,7 +158,7 @@ def test_train_stops_on_a_signal_and_resumes(data, tmp_path, signum):
 def test_sigterm_outside_the_stop_block_exits_143_not_minus_15():
     """While a command starts or winds down (no StopSignals block), SIGTERM still ends it with 143."""
     code = ("import os, signal, time\n"
-            "from clipae.pipeline.interrupt import StopSignals, exit_on_sigterm\n"
+            "from clipae.core.interrupt import StopSignals, exit_on_sigterm\n"
             "exit_on_sigterm()\n"
             "with StopSignals('t'):\n"
             "    pass\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clipae.pipeline import manifest as mf
-from clipae.pipeline import soak
+from clipae.bench import soak
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,7 +7,7 @@ import pytest
 from clipae.eval import detection, thumos_kit
 from clipae.eval.report import score
 from clipae.eval.results import build_inputs
-from clipae.pipeline.annotations import load_ground_truth
+from clipae.datasets.annotations import load_ground_truth
 
 from test_detection import make_gt, make_results
 

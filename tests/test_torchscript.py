@@ -10,8 +10,8 @@ import torch
 
 from clipae.extractors import clip as clip_stream
 from clipae.pipeline.extract_cli import main
-from clipae.pipeline.torchscript import TorchScriptError, is_torchscript, read_state_dict
-from clipae.pipeline.weights import WeightsError
+from clipae.extractors.torchscript import TorchScriptError, is_torchscript, read_state_dict
+from clipae.core.weights import WeightsError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated for torch.export
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from clipae.eval import bench_utal, cli as eval_cli
+from clipae.bench import utal as bench_utal
+from clipae.eval import cli as eval_cli
 from clipae.models import clustering, train
 from clipae.models.synthetic import SyntheticSpec, generate
-from clipae.pipeline.annotations import load_ground_truth
+from clipae.datasets.annotations import load_ground_truth
 
 TINY = ["data.num_segments=64", "model.hidden_dim=32", "model.attention_dim=16", "model.caf_dim=16",
         "model.ccp_dim=16", "model.dropout=0.3", "train.lr=1e-3", "train.batch_size=8", "train.threads=1",

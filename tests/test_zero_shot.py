@@ -16,7 +16,7 @@ from clipae.extractors.base import ExtractorOptions, get_stream
 from clipae.extractors.clip_text import CLIPText, readable
 from clipae.pipeline import manifest as mf
 from clipae.pipeline.extract_cli import main as extract_main
-from clipae.pipeline.grid import SnippetGrid
+from clipae.core.grid import SnippetGrid
 
 DATA = Path(__file__).parent / "data" / "videos"
 MODEL = "ViT-B-32"

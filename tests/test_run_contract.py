@@ -1,0 +1,64 @@
+"""One typed contract for a trained run: ``clipae-train`` writes its proposal settings (part of the
+Config) and what it was trained on; ``clipae-eval --run`` reads them through the real run object."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from clipae.cli import eval_main, train_main
+from clipae.models.config import NMS_KINDS
+from clipae.models.run import load_run
+from clipae.models.synthetic import SyntheticSpec, generate
+from clipae.eval.proposals import NMS
+
+TINY = ["data.num_segments=32", "model.hidden_dim=16", "model.attention_dim=8", "model.caf_dim=8",
+        "model.ccp_dim=8", "train.batch_size=4", "train.threads=1", "train.epochs_per_round=3"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract")
+    spec = SyntheticSpec(train=12, test=6, classes=2, snippets=48,
+                         dims={"i3d_rgb": 8, "i3d_flow": 8, "clip": 8, "vggish": 4}, seed=3)
+    data = generate(root / "data", spec)
+    argv = ["--manifest", str(data["manifest"]), "--annotations", str(data["ground_truth"]), "--out", str(root / "run"),
+            "--quiet", "--mode", "weakly", "--set", "proposals.max_per_video=1"]
+    for o in TINY:
+        argv += ["--set", o]
+    assert train_main(argv) == 0
+    return root / "run"
+
+
+def proposals_per_video(path) -> list[int]:
+    return [len(v) for v in json.loads(path.read_text())["results"].values()]
+
+
+def test_proposal_settings_are_part_of_the_run(run_dir, tmp_path, capsys):
+    run = load_run(run_dir)
+    assert run.config.proposals.max_per_video == 1
+    # clipae-eval --run without --manifest: the run records its manifest and annotations
+    assert eval_main(["--run", str(run_dir), "-o", str(tmp_path / "one.json"), "--quiet"]) == 0
+    counts = proposals_per_video(tmp_path / "one.json")
+    assert counts and max(counts) == 1
+    # a run folder from before proposals were part of the config: the defaults are filled in
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del cfg["proposals"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert load_run(run_dir).config.proposals.max_per_video is None
+    assert eval_main(["--run", str(run_dir), "-o", str(tmp_path / "all.json"), "--quiet"]) == 0
+    assert max(proposals_per_video(tmp_path / "all.json")) > 1
+    capsys.readouterr()
+
+
+def test_a_bad_proposal_setting_is_one_line_before_training(tmp_path, capsys):
+    assert train_main(["--manifest", str(tmp_path / "m.jsonl"), "--annotations", str(tmp_path / "gt.json"),
+                       "--out", str(tmp_path / "r"),
+                       "--set", "proposals.nms=fancy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "proposals.nms must be one of soft, hard" in err
+
+
+def test_the_nms_names_the_config_accepts_are_the_registered_ones():
+    assert list(NMS) == list(NMS_KINDS)
