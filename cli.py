@@ -2,7 +2,8 @@
 
 Each command lives in its own module with ``main(argv) -> int``; :func:`run` calls it and turns
 whatever escapes into one line on stderr and an exit status: a :class:`~clipae.core.errors.ClipaeError`
-exits with its own status (2 bad input, 1 failed work), any other ``OSError`` with 1, Ctrl-C with
+exits with its own status (2 bad input, 1 failed work), an ``OSError`` (a path that cannot be read or
+written) with 2, Ctrl-C with
 130; an unexpected exception (a bug) prints one line naming a log file that holds its traceback.
 ``python -m clipae COMMAND ...`` (and ``torchrun ... -m clipae train ...``) runs the same commands.
 """
@@ -55,12 +56,13 @@ def _log_traceback(prog: str) -> Path | None:
         return None
 
 
-def run(command: str, argv: list[str] | None = None) -> int:
-    """Run ``clipae-COMMAND argv`` and return its exit status; nothing but one line reaches stderr on failure."""
+def run(command: str, argv: list[str] | None = None, main: Callable[[list[str]], int] | None = None) -> int:
+    """Run ``clipae-COMMAND argv`` and return its exit status; nothing but one line reaches stderr on
+    failure. ``main``: the command's function (default: :func:`command_main`; tests give their own)."""
     prog = f"clipae-{command}"
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return int(command_main(command)(argv) or 0)
+        return int((main or command_main(command))(argv) or 0)
     except KeyboardInterrupt:   # Ctrl-C where a command has no safe point of its own (start-up included)
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -70,7 +72,7 @@ def run(command: str, argv: list[str] | None = None) -> int:
     except OSError as e:        # a file that cannot be read or written: no permission, disk full, a file as folder
         where = f"{e.filename}: " if e.filename else ""
         print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
+        return 2
     except Exception as e:      # noqa: BLE001 -- a bug: one line here, the traceback in a log file
         log = _log_traceback(prog)
         print(f"{prog}: internal error: {type(e).__name__}: {e}"

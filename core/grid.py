@@ -12,6 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 
 
+#: slack of the frame count: a duration a hair above ``k / fps`` (container rounding) still gives ``k`` frames
+FRAME_SLACK = 1e-6
+
+
+def frames_in(duration_s: float, fps: float) -> int:
+    """Frames resampled to ``fps`` in ``duration_s`` seconds (frame ``k`` at ``k / fps``; at least one)."""
+    return max(1, math.ceil(duration_s * fps - FRAME_SLACK))
+
+
 @dataclass(frozen=True)
 class SnippetGrid:
     fps: float = 25.0
@@ -29,8 +38,8 @@ class SnippetGrid:
         return math.ceil(max(num_frames - self.length, 0) / self.stride) + 1
 
     def num_frames(self, duration_s: float) -> int:
-        """Resampled frames in ``duration_s`` seconds: frame ``k`` sits at ``k / fps``."""
-        return max(1, math.ceil(duration_s * self.fps - 1e-9))
+        """Resampled frames in ``duration_s`` seconds (:func:`frames_in`)."""
+        return frames_in(duration_s, self.fps)
 
     def frame_range(self, i: int) -> tuple[int, int]:
         """Resampled frame indices ``[start, end)`` of snippet ``i`` (end may pass the video's end)."""
@@ -54,5 +63,6 @@ class SnippetGrid:
 
     @classmethod
     def from_record(cls, record: dict) -> "SnippetGrid":
-        """The grid of a manifest line (``fps``, ``snippet_length``, ``snippet_stride``)."""
+        """The grid of a manifest line or a run's ``extraction.json`` (``fps``, ``snippet_length``,
+        ``snippet_stride``); a ``KeyError`` naming the first one missing."""
         return cls(float(record["fps"]), int(record["snippet_length"]), int(record["snippet_stride"]))

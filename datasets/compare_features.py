@@ -359,19 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     streams = [s.strip() for s in args.streams.split(",") if s.strip()]
-    try:
-        ours = open_features(args.ours, streams, args.names)
-        theirs = open_features(args.theirs, streams, args.names)
-        if ours.grid is None:
-            ours.grid = args.grid or SnippetGrid()
-        result = compare(ours, theirs, Thresholds(args.threshold, args.max_row_difference, args.max_offset))
-    except CompareError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    ours = open_features(args.ours, streams, args.names)
+    theirs = open_features(args.theirs, streams, args.names)
+    if ours.grid is None:
+        ours.grid = args.grid or SnippetGrid()
+    result = compare(ours, theirs, Thresholds(args.threshold, args.max_row_difference, args.max_offset))
     if not result.videos:
-        print(f"{PROG}: error: no video is in both ({len(ours.paths)} in ours, {len(theirs.paths)} in theirs)",
-              file=sys.stderr)
-        return 2
+        raise CompareError(f"no video is in both ({len(ours.paths)} in ours, {len(theirs.paths)} in theirs)")
     if not args.quiet:
         for v in result.videos:
             print(v.line())

@@ -439,19 +439,15 @@ def main(argv: list[str] | None = None) -> int:
         grid = SnippetGrid(args.fps, args.snippet_length, args.snippet_stride)
     except ValueError as e:
         p.error(str(e))
-    try:
-        if not args.features.exists():
-            raise FeatureImportError(f"{args.features}: no such file or folder")
-        opts = ImportOptions(args.out, grid, args.adjust_rows, args.overwrite)
-        infos = VideoInfoSource(args.videos, args.annotations)
-        if args.layout == "wtalc" and args.annotations is not None:
-            note = wtalc_fps_note(args.annotations, grid)
-            if note:
-                print(note)
-        outcomes = run_import(LAYOUTS[args.layout](args.features, args.annotations), infos, opts,
-                              progress=not args.quiet and sys.stderr.isatty())
-    except (FeatureImportError, OSError) as e:  # OSError: the output folder cannot be written
-        print(f"clipae-import-features: error: {e}", file=sys.stderr)
-        return 2
+    if not args.features.exists():
+        raise FeatureImportError(f"{args.features}: no such file or folder")
+    opts = ImportOptions(args.out, grid, args.adjust_rows, args.overwrite)
+    infos = VideoInfoSource(args.videos, args.annotations)
+    if args.layout == "wtalc" and args.annotations is not None:
+        note = wtalc_fps_note(args.annotations, grid)
+        if note:
+            print(note)
+    outcomes = run_import(LAYOUTS[args.layout](args.features, args.annotations), infos, opts,
+                          progress=not args.quiet and sys.stderr.isatty())
     print(summary(outcomes, opts))
     return 1 if any(o.status == "failed" for o in outcomes) else 0

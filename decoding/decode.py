@@ -24,7 +24,6 @@ frame is shown for an average frame's time) and has ``grid.num_frames(duration)`
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Iterator, Protocol
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import BadInput, WorkFailed
+from ..core.grid import frames_in
 from ..core.registry import Registry
 
 #: a video whose frames cover less than its declared length by this much is called truncated
@@ -365,7 +365,7 @@ class VideoDecoder:
         declared = self.info.declared_duration_s
         if declared and declared - duration > max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared):
             raise DecodeError(f"truncated or corrupt: frames cover {duration:.2f} s of the declared {declared:.2f} s")
-        grid_frames = max(1, math.ceil(duration * self.fps - 1e-6))
+        grid_frames = frames_in(duration, self.fps)
         self.timing = VideoTiming(duration, len(self._times) / duration, len(self._times), grid_frames)
         return self.timing
 

@@ -17,20 +17,17 @@ a ground truth) and writes ``<manifest folder>/zero_shot_<subset>.json``: a base
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from ..core.weights import WeightsError
+from ..core.fsio import write_json_atomic
 from ..datasets.annotations import AnnotationError, load_ground_truth
-from .mapping import CLIP_TEXT, METHODS, MappingError
+from .mapping import CLIP_TEXT, METHODS
 from .predict import PredictError, load_trained_run, predict_results
-from .proposals import ProposalConfigError
-from .report import PROTOCOLS, TiouError, default_subset, default_tious, parse_tious, score
+from .report import PROTOCOLS, default_subset, default_tious, parse_tious, score
 from .results import UNKNOWN_VIDEO_POLICIES, ResultsError, build_inputs, read_results, write_results
 
-ERRORS = (AnnotationError, ResultsError, PredictError, MappingError, ProposalConfigError, TiouError, WeightsError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,32 +126,25 @@ def _check_json_folder(path: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        _check_json_folder(args.json)
-        if args.run or args.zero_shot:
-            if args.random_weights and not args.zero_shot:
-                raise PredictError("--random-weights is an option of --zero-shot")
-            results, gt, subset = _predict(args) if args.run else _predict_zero_shot(args)
-            if gt is None:
-                print("no ground truth (--annotations): predictions written, nothing scored")
-                return 0
-        else:
-            if not args.annotations:
-                raise AnnotationError("--annotations is needed to score --predictions")
-            gt = load_ground_truth(args.annotations)
-            results = read_results(args.predictions)
-            subset = args.subset or default_subset(gt)
-        tious = parse_tious(args.tiou) if args.tiou else default_tious(gt.subset(subset))
-        t0 = time.perf_counter()
-        inputs = build_inputs(gt, subset, results, args.unknown_videos, args.strict_ids)
-        result = score(inputs, tious, args.protocol, subset)
-        elapsed = time.perf_counter() - t0
-    except ERRORS as e:
-        print(f"clipae-eval: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a file that cannot be read or written (no permission, disk full, a file as folder)
-        print(f"clipae-eval: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
+    _check_json_folder(args.json)
+    if args.run or args.zero_shot:
+        if args.random_weights and not args.zero_shot:
+            raise PredictError("--random-weights is an option of --zero-shot")
+        results, gt, subset = _predict(args) if args.run else _predict_zero_shot(args)
+        if gt is None:
+            print("no ground truth (--annotations): predictions written, nothing scored")
+            return 0
+    else:
+        if not args.annotations:
+            raise AnnotationError("--annotations is needed to score --predictions")
+        gt = load_ground_truth(args.annotations)
+        results = read_results(args.predictions)
+        subset = args.subset or default_subset(gt)
+    tious = parse_tious(args.tiou) if args.tiou else default_tious(gt.subset(subset))
+    t0 = time.perf_counter()
+    inputs = build_inputs(gt, subset, results, args.unknown_videos, args.strict_ids)
+    result = score(inputs, tious, args.protocol, subset)
+    elapsed = time.perf_counter() - t0
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(inputs.pred_score)} predictions, {len(inputs.gt_class)} ground-truth instances, "
@@ -162,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result.table(per_class=args.per_class))
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+            write_json_atomic(args.json, result.to_json(), indent=1)
         except OSError as e:
-            print(f"clipae-eval: cannot write --json {args.json}: {e.strerror or e}", file=sys.stderr)
-            return 2
+            raise ResultsError(f"cannot write --json {args.json}: {e.strerror or e}") from None
     return 0

@@ -27,17 +27,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..core.grid import SnippetGrid
-from ..core.weights import WeightsError
-from ..datasets.annotations import AnnotationError, canonical_id, load_ground_truth
-from .mapping import CLIP_TEXT, METHODS, MappingError
-from .predict import (GRID_KEYS, PredictError, check_record, cluster_mapping, default_mapping_method,
+from ..datasets.annotations import canonical_id, load_ground_truth
+from ..decoding.decode import FrameSettings, InputError
+from ..extractors.base import ExtractorOptions
+from ..pipeline.extract import ExtractionError, extract_video
+from .mapping import CLIP_TEXT, METHODS
+from .predict import (PredictError, check_record, cluster_mapping, default_mapping_method,
                       load_trained_run, predict_video, proposal_config, run_streams, to_entries)
-from .proposals import ProposalConfigError, Proposals
+from .proposals import Proposals
 from .results import write_results
 
-ERRORS = (AnnotationError, PredictError, MappingError, ProposalConfigError, WeightsError)
 
 
 class Timer:
@@ -58,11 +60,11 @@ class Timer:
 
 
 def run_grid(run) -> SnippetGrid:
-    ex = run.extraction
-    missing = [k for k in GRID_KEYS if k not in ex]
-    if missing:
-        raise PredictError(f"the run does not record its snippet grid ({', '.join(missing)})")
-    return SnippetGrid(float(ex["fps"]), int(ex["snippet_length"]), int(ex["snippet_stride"]))
+    """The snippet grid the run's features were extracted on."""
+    try:
+        return SnippetGrid.from_record(run.extraction)
+    except KeyError as e:
+        raise PredictError(f"the run does not record its snippet grid ({e.args[0]})") from None
 
 
 def check_random_weights(run, random_weights: bool) -> None:
@@ -81,7 +83,6 @@ def check_random_weights(run, random_weights: bool) -> None:
 def frame_options(run) -> dict:
     """``{"crops", "keep_crops", "short_side"}`` the run's visual features were extracted with
     (from their recorded settings; the defaults where none are recorded)."""
-    from ..decoding.decode import FrameSettings
     out = {"crops": "center", "keep_crops": False, "short_side": FrameSettings.short_side}
     for per_stream in (run.extraction.get("streams") or {}).values():
         settings = (per_stream or {}).get("settings") or {}
@@ -97,15 +98,6 @@ def frame_options(run) -> dict:
 def extract_features(video: Path, run, device: str, weights_dir: str | None,
                      random_weights: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
-    import torch
-
-    from ..extractors.base import ExtractorOptions
-    try:
-        from ..decoding.decode import InputError
-        from ..pipeline.extract import ExtractionError, extract_video
-    except ModuleNotFoundError as e:
-        raise PredictError(f"the extraction stage is not installed ({e})") from None
-    from ..decoding.decode import FrameSettings
     extra = {}  # each stream's own options (--clip-model, --flow, ...), as the training features were made
     for per_stream in (run.extraction.get("streams") or {}).values():
         extra.update((per_stream or {}).get("options") or {})
@@ -193,18 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def zero_shot_video(video: Path, args, timer: Timer) -> tuple[dict, dict, Proposals, list[str]]:
     """``(record, outputs, proposals, names)`` of one video localised from its clip rows alone."""
-    import torch
-
-    from ..decoding.decode import InputError
-    from ..extractors.base import ExtractorOptions
-    from ..pipeline.extract import ExtractionError, extract_video
     from .zero_shot import localize_rows, read_class_names, text_tower
     names = read_class_names(args.zero_shot)
     with timer.stage("text tower"):
         tower = text_tower(args.clip_model, None, args.weights_dir, args.random_weights, args.device, args.clip_weights)
         text = tower.embed(names)
     options = ExtractorOptions(device=torch.device(args.device), weights_dir=args.weights_dir,
-                               random_weights=args.random_weights, weights_path=args.clip_weights,
+                               random_weights=args.random_weights,
+                               weights_paths={"clip": args.clip_weights} if args.clip_weights else {},
                                extra={"clip_model": args.clip_model, "clip_frames": args.clip_frames})
     with timer.stage("extract"):
         try:
@@ -221,40 +209,34 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     video = Path(args.video)
     timer = Timer()
-    try:
-        if not video.is_file():
-            raise PredictError(f"{video}: no such file")
-        if args.zero_shot:
-            if args.random_weights:
-                print("clipae-localize: WARNING: --random-weights: RANDOM image and text towers; the proposals "
-                      "mean nothing", file=sys.stderr)
-            record, outputs, props, labels = zero_shot_video(video, args, timer)
-            return _report(args, video, record, outputs, props, labels, None, SnippetGrid.from_record(record),
-                           timer, keep_cluster=False)
-        if not args.run:
-            raise PredictError("no run: pass --run RUN or set CLIPAE_RUN (or --zero-shot NAMES)")
-        with timer.stage("load run"):
-            run = load_trained_run(args.run)
-            gt = load_ground_truth(args.annotations) if args.annotations else None
-            mapping = cluster_mapping(run, args.run, gt, args.mapping or default_mapping_method(args.run, gt))
-            cfg = proposal_config(run)
-            check_random_weights(run, args.random_weights)
+    if not video.is_file():
+        raise PredictError(f"{video}: no such file")
+    if args.zero_shot:
         if args.random_weights:
-            print("clipae-localize: WARNING: --random-weights: features come from RANDOM networks, "
-                  "as the run's did; the proposals mean nothing", file=sys.stderr)
-        with timer.stage("extract"):
-            record, features = extract_features(video, run, args.device, args.weights_dir, args.random_weights)
-        grid = SnippetGrid.from_record(record)
-        with timer.stage("model + proposals"):
-            outputs, props = predict_video(run, features, bool(record.get("has_audio", False)), grid,
-                                           record.get("duration_s"), cfg)
-        labels = list(run.classes) if mapping is None else mapping.cluster_to_class
-        return _report(args, video, record, outputs, props, labels, gt, grid, timer, keep_cluster=mapping is not None)
-    except (*ERRORS, OSError) as e:  # OSError: -o or --plot cannot be written
-        print(f"clipae-localize: {e}", file=sys.stderr)
-        return 2
-
-
+            print("clipae-localize: WARNING: --random-weights: RANDOM image and text towers; the proposals "
+                  "mean nothing", file=sys.stderr)
+        record, outputs, props, labels = zero_shot_video(video, args, timer)
+        return _report(args, video, record, outputs, props, labels, None, SnippetGrid.from_record(record),
+                       timer, keep_cluster=False)
+    if not args.run:
+        raise PredictError("no run: pass --run RUN or set CLIPAE_RUN (or --zero-shot NAMES)")
+    with timer.stage("load run"):
+        run = load_trained_run(args.run)
+        gt = load_ground_truth(args.annotations) if args.annotations else None
+        mapping = cluster_mapping(run, args.run, gt, args.mapping or default_mapping_method(args.run, gt))
+        cfg = proposal_config(run)
+        check_random_weights(run, args.random_weights)
+    if args.random_weights:
+        print("clipae-localize: WARNING: --random-weights: features come from RANDOM networks, "
+              "as the run's did; the proposals mean nothing", file=sys.stderr)
+    with timer.stage("extract"):
+        record, features = extract_features(video, run, args.device, args.weights_dir, args.random_weights)
+    grid = SnippetGrid.from_record(record)
+    with timer.stage("model + proposals"):
+        outputs, props = predict_video(run, features, bool(record.get("has_audio", False)), grid,
+                                       record.get("duration_s"), cfg)
+    labels = list(run.classes) if mapping is None else mapping.cluster_to_class
+    return _report(args, video, record, outputs, props, labels, gt, grid, timer, keep_cluster=mapping is not None)
 def _report(args, video: Path, record: dict, outputs: dict, props: Proposals, labels: list[str | None],
             gt, grid: SnippetGrid, timer: Timer, keep_cluster: bool) -> int:
     """Write ``-o`` and ``--plot``, print the summary, the table of proposals and the latency."""

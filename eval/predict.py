@@ -30,6 +30,8 @@ from tqdm import tqdm
 from ..core.errors import BadInput
 from ..core.grid import SnippetGrid
 from ..datasets.annotations import GroundTruth, canonical_id
+from ..models.run import load_run
+from ..models.train import RunError
 from ..pipeline.manifest import load_stream, read_manifest
 from .mapping import CLIP_TEXT, MAPPING_FILE, NAMES_FILE, ClusterMapping, MappingError, build_mapping
 from .proposals import ProposalConfig, Proposals, generate_proposals
@@ -39,16 +41,8 @@ class PredictError(BadInput, ValueError):
     """A run and a manifest that cannot be used together (one line)."""
 
 
-GRID_KEYS = ("fps", "snippet_length", "snippet_stride")
-
-
 def load_trained_run(run_dir: str | os.PathLike):
-    """``clipae.models.run.load_run(run_dir)``, or a :class:`PredictError` if the model stage is absent."""
-    try:
-        from ..models.run import load_run
-        from ..models.train import RunError
-    except ModuleNotFoundError as e:
-        raise PredictError(f"the model stage is not installed ({e})") from None
+    """:func:`clipae.models.run.load_run`, its refusal one :class:`PredictError` line."""
     try:
         return load_run(run_dir)
     except RunError as e:
@@ -70,10 +64,10 @@ def run_streams(run) -> list[str]:
 def check_record(run, record: dict, streams: list[str]) -> None:
     """Refuse a manifest line whose grid, streams or weights differ from the run's."""
     vid = record.get("video_id")
-    for key in GRID_KEYS:
-        if key in run.extraction and key in record and float(run.extraction[key]) != float(record[key]):
-            raise PredictError(f"video {vid!r}: {key} = {record[key]} in the manifest but "
-                               f"{run.extraction[key]} in the run")
+    ours, theirs = SnippetGrid.from_record(run.extraction).as_dict(), SnippetGrid.from_record(record).as_dict()
+    for key in ours:
+        if ours[key] != theirs[key]:
+            raise PredictError(f"video {vid!r}: {key} = {theirs[key]} in the manifest but {ours[key]} in the run")
     missing = [s for s in streams if s not in record.get("streams", {})]
     if missing:
         raise PredictError(f"video {vid!r} has no {', '.join(missing)} features; the run needs {', '.join(streams)}")

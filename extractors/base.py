@@ -116,13 +116,16 @@ class ExtractorOptions:
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 16
-    weights_path: str | None = None      # ``--weights NAME=PATH`` for NAME == this stream
     weights_paths: dict = field(default_factory=dict)  # every ``--weights NAME=PATH`` given ({NAME: PATH})
     random_weights: bool = False          # ``--random-weights``: explicit random initialisation
     weights_dir: str | None = None        # download cache for known checkpoints
     extra: dict = field(default_factory=dict)  # stream-specific options (``--flow``, ``--clip-model``, ...)
     crops: str = "center"                  # ``--crops``: spatial views of the visual streams
     keep_crops: bool = False               # ``--keep-crops``: rows ``(crops, dim)`` instead of their mean
+
+    def weights_for(self, name: str) -> str | None:
+        """The local checkpoint ``--weights NAME=PATH`` gave for ``name`` (a stream or a file it declares)."""
+        return self.weights_paths.get(name)
 
 
 class Extractor:

@@ -126,7 +126,7 @@ class CLIPExtractor(Extractor):
             raise OptionsError(f"--clip-frames must be 0 (all) or positive, not {o.clip_frames}")
         if o.clip_preprocess not in ("pil", "tensor"):
             raise OptionsError(f"--clip-preprocess must be pil or tensor, not {o.clip_preprocess}")
-        resolved = resolve_weights(WEIGHTS[o.clip_model], options.weights_path, options.random_weights,
+        resolved = resolve_weights(WEIGHTS[o.clip_model], options.weights_for(self.name), options.random_weights,
                                    options.weights_dir)
         with seeded_random_init():
             self.model, self.preprocess = create_clip(o.clip_model)

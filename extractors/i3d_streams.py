@@ -42,7 +42,7 @@ class I3DStream(Extractor):
 
     def __init__(self, options: ExtractorOptions) -> None:
         super().__init__(options)
-        resolved = resolve_weights(WEIGHTS[self.modality], options.weights_path, options.random_weights,
+        resolved = resolve_weights(WEIGHTS[self.modality], options.weights_for(self.name), options.random_weights,
                                    options.weights_dir)
         with seeded_random_init():
             self.net = i3d(self.modality)
@@ -90,7 +90,7 @@ class I3DFlow(I3DStream):
         if unused:
             raise OptionsError(f"--weights {unused[0]}=... is not used with --flow {self.flow_options.flow}")
         super().__init__(options)
-        self.flow = build_flow(self.flow_options, self.device, options.weights_paths.get(self.flow_options.flow),
+        self.flow = build_flow(self.flow_options, self.device, options.weights_for(self.flow_options.flow),
                                options.random_weights, options.weights_dir)
 
     @classmethod

@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..core.weights import WeightsSpec, check_keys, load_checkpoint, resolve_weights
-from .base import Extractor, ExtractorOptions, OptionsError, SnippetBatch, register_stream
+from ..core.weights import WeightsSpec, check_keys, load_checkpoint, resolve_weights, seeded_random_init
+from .base import Extractor, ExtractorOptions, OptionsError, SnippetBatch, options_from_extra, register_stream
 from .logmel import NUM_BANDS, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel
 
 _RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
@@ -75,8 +76,16 @@ VGGISH_PCA = WeightsSpec(
 EMBEDDING_SIZE = 128
 POSTPROCESS = ("none", "relu", "pca")
 QUANTIZE_MIN, QUANTIZE_MAX = -2.0, 2.0
-#: seed of ``--random-weights`` (a generator of its own: the global RNG is left alone)
+#: seed of ``--random-weights`` (:func:`~clipae.core.weights.seeded_random_init`: the global RNG is left alone)
 RANDOM_SEED = 0
+
+
+@dataclass
+class VGGishOptions:
+    """The ``vggish`` stream's own options (``ExtractorOptions.extra``, declared by :meth:`VGGishExtractor.add_arguments`)."""
+
+    vggish_postprocess: str = "none"     # ``--vggish-postprocess``: none | relu | pca
+    vggish_pca: str | None = None        # ``--vggish-pca``: a local PCA parameter file (with pca)
 
 _CONV_CHANNELS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")
 
@@ -138,13 +147,13 @@ def _expected_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def _random_init(model: VGGish, seed: int) -> None:
-    """He-normal weights and zero biases from a generator seeded with ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            nn.init.normal_(m.weight, 0.0, (2.0 / fan_in) ** 0.5, generator=g)
-            nn.init.zeros_(m.bias)
+    """He-normal weights and zero biases, drawn inside :func:`seeded_random_init` ``(seed)``."""
+    with seeded_random_init(seed):
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                nn.init.normal_(m.weight, 0.0, (2.0 / fan_in) ** 0.5)
+                nn.init.zeros_(m.bias)
 
 
 def vggish(weights: str | os.PathLike | None = None, seed: int = RANDOM_SEED) -> VGGish:
@@ -195,7 +204,8 @@ class VGGishExtractor(Extractor):
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--vggish-postprocess", dest="vggish_postprocess", choices=POSTPROCESS, default="none",
+        group.add_argument("--vggish-postprocess", dest="vggish_postprocess", choices=POSTPROCESS,
+                           default=VGGishOptions.vggish_postprocess,
                            help="none: raw pre-activation embedding (default, the TensorFlow reference); "
                                 "relu: through a ReLU (torchvggish's output); pca: PCA, clip and 8-bit codes "
                                 "0..255 as the released AudioSet embeddings")
@@ -204,15 +214,16 @@ class VGGishExtractor(Extractor):
 
     def __init__(self, options: ExtractorOptions) -> None:
         super().__init__(options)
-        self.postprocess = options.extra.get("vggish_postprocess", "none")
+        o = options_from_extra(VGGishOptions, options.extra)
+        self.postprocess = o.vggish_postprocess
         if self.postprocess not in POSTPROCESS:
             raise OptionsError(f"--vggish-postprocess must be one of {', '.join(POSTPROCESS)}, got {self.postprocess!r}")
-        pca_path = options.extra.get("vggish_pca")
+        pca_path = o.vggish_pca
         if pca_path is not None and self.postprocess != "pca":
             raise OptionsError("--vggish-pca is only used with --vggish-postprocess pca")
 
         # find every file first, so that a missing one stops the run before anything loads
-        resolved = resolve_weights(VGGISH_WEIGHTS, options.weights_path, options.random_weights, options.weights_dir)
+        resolved = resolve_weights(VGGISH_WEIGHTS, options.weights_for(self.name), options.random_weights, options.weights_dir)
         self.weights_id = resolved.identity
         self.pca_id: str | None = None
         pca_file = None

@@ -88,7 +88,8 @@ class CLIPAE(nn.Module):
         out: dict = {"mask": mask, "has_audio": has_audio}
         fused = []
         if self.caf is not None:
-            audio = norm(self.audio) * has_audio[:, None, None].to(rgb.dtype)  # no track: nothing to learn from
+            # a video without an audio track: its placeholder rows (whatever they hold) become zeros here, the one place
+            audio = torch.where(has_audio[:, None, None], norm(self.audio), torch.zeros((), dtype=rgb.dtype))
             out["caf"] = self.caf(audio, cbp, mask, has_audio)
             fused += [out["caf"]["cbp"], out["caf"]["audio"]]
         if self.ccp is not None:

@@ -4,7 +4,7 @@ A batch is a dict of tensors:
 
 - ``<stream>``: ``(B, T, dim)`` float32 for each stream the configuration reads
 - ``mask``: ``(B, T)`` bool, True on real snippets (False on padding)
-- ``has_audio``: ``(B,)`` bool; False means the ``vggish`` rows are zeros and must be ignored
+- ``has_audio``: ``(B,)`` bool; False means the ``vggish`` rows are placeholders, which the model zeroes
 - ``index``: ``(B,)`` long, the video's position in the training list (memory bank slot)
 - ``labels``: ``(B, K)`` float multi-hot video labels (true classes, or one-hot cluster ids)
 """
@@ -104,11 +104,11 @@ def load_stream_path(store: FeatureStore, video_id: str, stream: str) -> Path:
 def extraction_settings(store: FeatureStore, video_ids: list[str], streams: list[str]) -> dict:
     """What single-video localisation needs to re-extract features exactly like the training ones."""
     recs = [store.records[v] for v in video_ids]
-    grids = {(float(r["fps"]), int(r["snippet_length"]), int(r["snippet_stride"])) for r in recs}
+    grids = {SnippetGrid.from_record(r) for r in recs}
     if len(grids) != 1:
-        raise DataError(f"the training videos use {len(grids)} different snippet grids: {sorted(grids)}")
-    fps, length, stride = grids.pop()
-    out = {"fps": fps, "snippet_length": length, "snippet_stride": stride,
+        raise DataError(f"the training videos use {len(grids)} different snippet grids: "
+                        f"{sorted(tuple(g.as_dict().values()) for g in grids)}")
+    out = {**grids.pop().as_dict(),
            "streams": {}, "weights": {}, "config_hash": sorted({str(r.get("config_hash", "")) for r in recs})}
     for s in streams:
         info = recs[0]["streams"][s]
@@ -248,10 +248,10 @@ def sample_indices(length: int, num: int, rng: np.random.Generator | None) -> np
 class VideoDataset(Dataset):
     """Videos as dicts of tensors; ``num_segments`` snippets sampled per item when given, else all."""
 
-    def __init__(self, store: FeatureStore, video_ids: list[str], streams: list[str], audio_stream: str | None,
+    def __init__(self, store: FeatureStore, video_ids: list[str], streams: list[str],
                  labels: np.ndarray | None = None, num_segments: int | None = None, seed: int = 0):
         self.store, self.video_ids, self.streams = store, video_ids, streams
-        self.audio_stream, self.labels, self.num_segments = audio_stream, labels, num_segments
+        self.labels, self.num_segments = labels, num_segments
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch_key: int) -> None:
@@ -271,10 +271,7 @@ class VideoDataset(Dataset):
         else:
             idx = slice(None)
         item = {s: torch.from_numpy(np.array(a[idx], dtype=np.float32)) for s, a in arrays.items()}  # a copy
-        has_audio = self.store.has_audio(vid)
-        if self.audio_stream in item and not has_audio:
-            item[self.audio_stream].zero_()  # placeholder rows never reach the model
-        item["has_audio"] = torch.tensor(has_audio)
+        item["has_audio"] = torch.tensor(self.store.has_audio(vid))   # the model ignores the audio rows when False
         item["index"] = torch.tensor(i, dtype=torch.long)
         if self.labels is not None:
             item["labels"] = torch.from_numpy(self.labels[i])

@@ -61,9 +61,6 @@ class TrainedRun:
             raise RunError(f"streams have different numbers of snippets: {sorted(lengths)}")
         if lengths.pop() == 0:
             raise RunError("a video needs at least one snippet")
-        audio = self.config.data.streams.audio
-        if audio in item and not has_audio:
-            item[audio] = torch.zeros_like(item[audio])
         item["has_audio"] = torch.tensor(bool(has_audio))
         item["index"] = torch.tensor(0)
         return item

@@ -35,7 +35,7 @@ from ..core.errors import BadInput
 from ..core.fsio import replace_atomic, write_json_atomic, write_text_atomic
 from ..core.interrupt import Stopped, StopSignals, exit_on_sigterm
 from ..core.weights import WeightsError, load_checkpoint
-from ..datasets.annotations import AnnotationError, load_ground_truth
+from ..datasets.annotations import load_ground_truth
 from . import clustering
 from .clipae import build_model
 from .config import Config, ConfigError, config_from_dict, load_config, save_config
@@ -114,12 +114,11 @@ class Trainer:
         if t.batch_size % d.world_size:
             raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the {d.world_size} processes")
         self.streams = cfg.required_streams()
-        audio = cfg.data.streams.audio if cfg.model.use_caf else None
         n = len(tset.video_ids)
-        self.train_set = VideoDataset(store, tset.video_ids, self.streams, audio, np.zeros((n, self.k), np.float32),
+        self.train_set = VideoDataset(store, tset.video_ids, self.streams, np.zeros((n, self.k), np.float32),
                                       cfg.data.num_segments, seed=t.seed)
-        self.full_set = VideoDataset(store, tset.video_ids, self.streams, audio)
-        self.val_set = VideoDataset(store, vset.video_ids, self.streams, audio) if vset is not None else None
+        self.full_set = VideoDataset(store, tset.video_ids, self.streams)
+        self.val_set = VideoDataset(store, vset.video_ids, self.streams) if vset is not None else None
         self.views = [list(cfg.data.streams.cbp)] + ([[cfg.data.streams.vlp]] if cfg.model.use_ccp else [])
         torch.manual_seed(t.seed)
         self.model = build_model(cfg, dims, self.k).to(device)
@@ -545,8 +544,7 @@ def main(argv: list[str] | None = None, name_clusters: Callable[..., str] | None
     :mod:`clipae.cli`): naming clusters with CLIP text is evaluation's work, above the model."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.class_names and name_clusters is None:
-        print("clipae-train: error: --class-names is the clipae-train command's (python -m clipae train)", file=sys.stderr)
-        return 2
+        raise RunError("--class-names is the clipae-train command's (python -m clipae train)")
     exit_on_sigterm()
     d = init_distributed()
     trainer = None
@@ -564,9 +562,6 @@ def main(argv: list[str] | None = None, name_clusters: Callable[..., str] | None
     except Stopped as e:
         print(stopped_summary(trainer, e), file=sys.stderr, flush=True)
         return e.exit_status
-    except (ConfigError, DataError, AnnotationError, RunError, OSError) as e:  # OSError: the run folder
-        print(f"clipae-train: error: {e}", file=sys.stderr)
-        return 2
     finally:
         if d.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -16,13 +16,12 @@ import torch
 
 from ..core.grid import SnippetGrid
 from ..core.interrupt import EXIT_STATUS, StopSignals, exit_on_sigterm
-from ..core.weights import DEFAULT_WEIGHTS_DIR, WeightsError
+from ..core.weights import DEFAULT_WEIGHTS_DIR
 from ..decoding.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
 from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S
 from ..extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
 from ..core.dist import Ranks
 from .extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
-from .manifest import ManifestError
 from .presets import PRESETS, describe, get_preset, manifest_entry
 
 PROG = "clipae-extract"
@@ -162,8 +161,7 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         device = torch.device(device)
     except RuntimeError as e:
         raise ExtractionError(f"--device {args.device}: {e}") from None
-    options = {name: ExtractorOptions(device=device, batch_size=args.batch_size, weights_path=weights.get(name),
-                                      weights_paths=dict(weights), random_weights=args.random_weights,
+    options = {name: ExtractorOptions(device=device, batch_size=args.batch_size, weights_paths=dict(weights), random_weights=args.random_weights,
                                       weights_dir=args.weights_dir, crops=args.crops, keep_crops=args.keep_crops,
                                       extra={d: getattr(args, d) for d in stream_dests[name]})
                for name in streams}
@@ -208,11 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if _plugin_parser().parse_known_args(argv)[0].preset == "list":
         print_presets()
         return 0
-    try:
-        parser, stream_dests = parser_for(argv)
-    except ExtractionError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    parser, stream_dests = parser_for(argv)
     args = parser.parse_args(argv)
     ranks = Ranks.from_env()
     exit_on_sigterm()
@@ -224,12 +218,6 @@ def main(argv: list[str] | None = None) -> int:
         ranks.start()
         with StopSignals(PROG) as stop:
             summary = run(config, ranks, stop)
-    except (ExtractionError, WeightsError, ManifestError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the output folder cannot be made or written
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

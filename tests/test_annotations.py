@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipae.cli import convert_gt_main
 from clipae.datasets import annotations as ann
 from clipae.datasets.annotations import AnnotationError, load_ground_truth
 
@@ -118,7 +119,7 @@ def test_bad_files_get_one_line_errors(tmp_path):
 
 def test_convert_writes_activitynet_json_that_reads_back(tmp_path, capsys):
     out = tmp_path / "gt.json"
-    assert ann.main([str(FORMATS["thumos14-txt"]), "-o", str(out), "--durations", str(FORMATS["actionformer"])]) == 0
+    assert convert_gt_main([str(FORMATS["thumos14-txt"]), "-o", str(out), "--durations", str(FORMATS["actionformer"])]) == 0
     assert "thumos14-txt" in capsys.readouterr().out
     obj = json.loads(out.read_text())
     assert set(obj) == {"version", "taxonomy", "database", "ambiguous"}
@@ -127,7 +128,7 @@ def test_convert_writes_activitynet_json_that_reads_back(tmp_path, capsys):
     assert instances(back, "test") == instances(load_ground_truth(FORMATS["thumos14-txt"]), "test")
     assert back.subset("test").ambiguous == load_ground_truth(FORMATS["thumos14-txt"]).subset("test").ambiguous
     assert back.database["video_test_0000004"]["duration"] == 33.83
-    assert ann.main([str(tmp_path / "missing"), "-o", str(out)]) == 2
+    assert convert_gt_main([str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
 
 

@@ -31,7 +31,7 @@ def test_rows_are_open_clips_encode_image_averaged(checkpoint):
     parser = argparse.ArgumentParser()
     get_stream("clip").add_arguments(parser.add_argument_group("clip stream"))
     extra = vars(parser.parse_args(["--clip-model", "ViT-B-32", "--clip-frames", "2"]))
-    stream = get_stream("clip")(ExtractorOptions(weights_path=str(path), extra=extra))
+    stream = get_stream("clip")(ExtractorOptions(weights_paths={"clip": str(path)}, extra=extra))
     assert stream.settings()["frames"] == 2 and stream.settings()["model"] == "ViT-B-32"
     batch = snippet_batch(decode_frames(8), 4)  # 2 snippets of 4 frames; frames 1, 3 and 5, 7 are used
     rows = stream(batch)
@@ -47,7 +47,7 @@ def test_rows_are_open_clips_encode_image_averaged(checkpoint):
 def test_tensor_preprocessing_stays_close_to_pil(checkpoint):
     path, _, preprocess = checkpoint
     frames = decode_frames(2, video="v_ZNVhz7ctTq0.mp4")
-    stream = get_stream("clip")(ExtractorOptions(weights_path=str(path),
+    stream = get_stream("clip")(ExtractorOptions(weights_paths={"clip": str(path)},
                                                  extra={"clip_model": "ViT-B-32", "clip_preprocess": "tensor"}))
     pil = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
     tensor = stream.images(frames)
@@ -111,7 +111,7 @@ def test_every_stream_declares_its_options_without_clashes():
 def test_bf16_autocast_matches_fp32_on_cuda(checkpoint):
     path, _, _ = checkpoint
     batch = snippet_batch(decode_frames(32), 16)
-    stream = get_stream("clip")(ExtractorOptions(device=torch.device("cuda"), weights_path=str(path),
+    stream = get_stream("clip")(ExtractorOptions(device=torch.device("cuda"), weights_paths={"clip": str(path)},
                                                  extra={"clip_model": "ViT-B-32"}))
     assert stream.settings()["precision"] == "bfloat16 autocast"
     low = stream(batch)

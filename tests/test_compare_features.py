@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipae.cli import compare_features_main as main
 from clipae.pipeline import manifest as mf
-from clipae.datasets.compare_features import main
 from clipae.core.grid import SnippetGrid
 
 DIM = 48

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import toy_streams  # noqa: F401  (registers toy_colour)
+from clipae.cli import train_main
 from clipae.models import train
 from clipae.models.synthetic import SyntheticSpec, generate
 
@@ -52,7 +53,7 @@ def files(tmp_path_factory):
     for o in ["data.num_segments=16", "model.hidden_dim=16", "model.attention_dim=8", "model.caf_dim=8",
               "model.ccp_dim=8", "train.batch_size=2", "train.threads=1", "train.epochs_per_round=1"]:
         argv += ["--set", o]
-    assert train.main(argv) == 0
+    assert train_main(argv) == 0
     # a run whose features came from the toy stream: clipae-localize gets as far as decoding the video
     toy = root / "toyrun"
     shutil.copytree(root / "run", toy)

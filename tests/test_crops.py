@@ -1,7 +1,5 @@
 """``--crops center|3|10`` and ``--keep-crops``: the views, flipped flow, stored shapes, the manifest,
 and the models reading ``(T, crops, dim)`` streams."""
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,11 +7,11 @@ import torch
 from torchvision.transforms import functional as TF
 
 import videogen
+from clipae.cli import extract_main as main
 from clipae.extractors.base import ExtractorOptions, crop_views, get_stream
 from clipae.extractors.i3d_streams import I3DStream
 from clipae.models.data import FeatureStore
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.extract_cli import main
 
 rng = np.random.default_rng(0)
 

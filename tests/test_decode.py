@@ -175,7 +175,7 @@ def test_bad_files_give_one_line_errors(videos, name, message):
 def test_frames_too_long_after_resizing_fail_before_decoding(tmp_path, capsys):
     """A 2x1000 video would be 256x128000 (98 MB a frame) after resizing: it fails, in one line."""
     from clipae.decoding import decode
-    from clipae.pipeline.extract_cli import main
+    from clipae.cli import extract_main as main
     thin = videogen.make_video(tmp_path / "thin.mp4", duration=1.0, size=(2, 1000), audio=None)
     decoder = VideoDecoder(str(thin), 25.0)
     with pytest.raises(DecodeError, match=r"frames of 2x1000 would be 256x128000 with the short side at 256; the long "

@@ -12,12 +12,13 @@ import torch
 
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
+from clipae.cli import extract_main as main
 from clipae.pipeline import manifest as mf
 from clipae.decoding.decode import InputError
 from clipae.decoding import workers as decode_workers
 from clipae.decoding.workers import DecodePool, auto_decode_workers
 from clipae.core.dist import Ranks
-from clipae.pipeline.extract_cli import build_parser, config_from_args, main
+from clipae.pipeline.extract_cli import build_parser, config_from_args
 from clipae.core.grid import SnippetGrid
 from clipae.decoding.snippets import SnippetSource, VideoJob
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipae.eval import cli
+from clipae.cli import eval_main
 from clipae.eval.report import TiouError, parse_tious
 from clipae.bench import cli as bench_cli
 from clipae.datasets.annotations import load_ground_truth
@@ -44,7 +44,7 @@ def thumos_pred(tmp_path):
 
 def test_thumos_table_layout_and_json(thumos_pred, tmp_path, capsys):
     out = tmp_path / "scores.json"
-    assert cli.main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT),
+    assert eval_main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT),
                      "--json", str(out), "--per-class"]) == 0
     text = capsys.readouterr().out
     header = [line for line in text.splitlines() if "mAP@0.1" in line][0]
@@ -65,7 +65,7 @@ def test_thumos_table_layout_and_json(thumos_pred, tmp_path, capsys):
 def test_activitynet_layout_and_default_subset(tmp_path, capsys):
     p = tmp_path / "anet.json"
     p.write_text(json.dumps(shifted_results(ANET, "validation", shift=0.1)))
-    assert cli.main(["--predictions", str(p), "--annotations", str(ANET)]) == 0
+    assert eval_main(["--predictions", str(p), "--annotations", str(ANET)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "subset validation" in lines[0]
     assert lines[1].split()[1:] == ["mAP@0.5", "mAP@0.75", "mAP@0.95", "avg(0.5:0.95)"]
@@ -74,7 +74,7 @@ def test_activitynet_layout_and_default_subset(tmp_path, capsys):
 
 
 def test_other_thresholds_and_kit_protocol(thumos_pred, capsys):
-    assert cli.main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT),
+    assert eval_main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT),
                      "--tiou", "0.5,0.6", "--protocol", "thumos14-kit"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["thumos14-kit", "mAP@0.5", "mAP@0.6", "avg"]
@@ -93,20 +93,20 @@ def bad_file(tmp_path, entry):
     ({"label": "Juggling", "score": 0.5, "segment": [1, 2]}, "not a class"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, entry, message):
-    assert cli.main(["--predictions", str(bad_file(tmp_path, entry)), "--annotations", str(THUMOS_TXT)]) == 2
+    assert eval_main(["--predictions", str(bad_file(tmp_path, entry)), "--annotations", str(THUMOS_TXT)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_errors_for_files_subsets_and_thresholds(tmp_path, thumos_pred, capsys):
-    assert cli.main(["--predictions", str(tmp_path / "none.json"), "--annotations", str(THUMOS_TXT)]) == 2
+    assert eval_main(["--predictions", str(tmp_path / "none.json"), "--annotations", str(THUMOS_TXT)]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert cli.main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT), "--subset", "validation"]) == 2
+    assert eval_main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT), "--subset", "validation"]) == 2
     assert "not in subset 'validation'" in capsys.readouterr().err
-    assert cli.main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT), "--tiou", "0.7:0.1:0.1"]) == 2
+    assert eval_main(["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT), "--tiou", "0.7:0.1:0.1"]) == 2
     assert "--tiou" in capsys.readouterr().err
     (tmp_path / "empty.json").write_text(json.dumps({"results": {}}))
-    assert cli.main(["--predictions", str(tmp_path / "empty.json"), "--annotations", str(THUMOS_TXT)]) == 2
+    assert eval_main(["--predictions", str(tmp_path / "empty.json"), "--annotations", str(THUMOS_TXT)]) == 2
     assert "no predictions" in capsys.readouterr().err
 
 
@@ -123,14 +123,14 @@ def test_parse_tious():
 
 def test_tiou_zero_and_json_into_a_missing_folder_are_one_line_errors(thumos_pred, tmp_path, capsys):
     base = ["--predictions", str(thumos_pred), "--annotations", str(THUMOS_TXT)]
-    assert cli.main([*base, "--tiou", "0"]) == 2
+    assert eval_main([*base, "--tiou", "0"]) == 2
     err = capsys.readouterr().err
     assert "--tiou" in err and err.count("\n") == 1 and "Traceback" not in err
     missing = tmp_path / "no" / "such" / "scores.json"
-    assert cli.main([*base, "--json", str(missing)]) == 2
+    assert eval_main([*base, "--json", str(missing)]) == 2
     out, err = capsys.readouterr()
-    assert err == f"clipae-eval: --json {missing}: no such folder {missing.parent}\n" and out == ""
-    assert cli.main([*base, "--json", str(tmp_path)]) == 2
+    assert err == f"clipae-eval: error: --json {missing}: no such folder {missing.parent}\n" and out == ""
+    assert eval_main([*base, "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
 
 
@@ -153,16 +153,16 @@ def test_v_prefixed_ids_print_one_note_and_strict_ids_score_them_as_the_official
     p = tmp_path / "anet_v.json"
     p.write_text(json.dumps(obj))
     n_videos = sum(1 for rows in obj["results"].values() if rows)  # a video without predictions is not counted
-    assert cli.main(["--predictions", str(p), "--annotations", str(ANET), "--json", str(tmp_path / "s.json")]) == 0
+    assert eval_main(["--predictions", str(p), "--annotations", str(ANET), "--json", str(tmp_path / "s.json")]) == 0
     err = capsys.readouterr().err
     notes = [line for line in err.splitlines() if "'v_' prefix" in line]
     assert len(notes) == 1 and notes[0].startswith(f"note: {n_videos} predicted video ids matched")
     assert json.loads((tmp_path / "s.json").read_text())["mAP"][0] > 0.99
     # exact ids: an error by default, every prediction a false positive with --unknown-videos false-positive
-    assert cli.main(["--predictions", str(p), "--annotations", str(ANET), "--strict-ids"]) == 2
+    assert eval_main(["--predictions", str(p), "--annotations", str(ANET), "--strict-ids"]) == 2
     err = capsys.readouterr().err
     assert f"{n_videos} predicted videos are not in subset 'validation'" in err and err.count("\n") == 1
-    assert cli.main(["--predictions", str(p), "--annotations", str(ANET), "--strict-ids",
+    assert eval_main(["--predictions", str(p), "--annotations", str(ANET), "--strict-ids",
                      "--unknown-videos", "false-positive", "--json", str(tmp_path / "strict.json")]) == 0
     assert "'v_' prefix" in capsys.readouterr().err
     strict = json.loads((tmp_path / "strict.json").read_text())

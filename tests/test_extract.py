@@ -8,12 +8,12 @@ import pytest
 
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
+from clipae.cli import extract_main as main
 from clipae.extractors.base import Extractor, ExtractorOptions, register_stream
 from clipae.pipeline import manifest as mf
 from clipae.decoding.decode import VideoDecoder
 from clipae.pipeline import extract
 from clipae.pipeline.extract import RunConfig, extract_video
-from clipae.pipeline.extract_cli import main
 from clipae.core.grid import SnippetGrid
 from clipae.decoding.workers import DecodePool
 from clipae.decoding.snippets import Recycler, SnippetSource, VideoJob

@@ -12,8 +12,8 @@ import pytest
 
 import toy_streams  # noqa: F401
 import videogen
+from clipae.cli import extract_main as main
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.extract_cli import main
 
 HERE = Path(__file__).parent
 ARGS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--batch-size", "2", "--quiet"]

@@ -1,5 +1,4 @@
 """Package layout, snippet grid, manifest I/O and the command-line stubs."""
-import json
 import shutil
 import subprocess
 import sys

@@ -121,7 +121,7 @@ def test_both_key_formats_load_and_give_the_same_rows(rgb_checkpoints):
     batch = snippet_batch(decode_frames(17, short_side=96), 8)
     rows = {}
     for name in ("rgb_imagenet.pt", "i3d_rgb.pt"):
-        stream = get_stream("i3d_rgb")(ExtractorOptions(weights_path=str(d / name)))
+        stream = get_stream("i3d_rgb")(ExtractorOptions(weights_paths={"i3d_rgb": str(d / name)}))
         stream.crop = 64
         assert stream.weights_id.startswith("sha256:")
         rows[name] = stream(batch)
@@ -210,7 +210,7 @@ def test_features_match_a_functional_recomputation_on_video_frames(rgb_checkpoin
 def test_bf16_autocast_matches_fp32_on_cuda(rgb_checkpoints):
     d, _ = rgb_checkpoints
     batch = snippet_batch(decode_frames(64), 16)
-    stream = get_stream("i3d_rgb")(ExtractorOptions(device=torch.device("cuda"), weights_path=str(d / "rgb_imagenet.pt")))
+    stream = get_stream("i3d_rgb")(ExtractorOptions(device=torch.device("cuda"), weights_paths={"i3d_rgb": str(d / "rgb_imagenet.pt")}))
     assert stream.settings()["precision"] == "bfloat16 autocast"
     low = stream(batch)
     stream.autocast = None

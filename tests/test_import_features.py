@@ -1,6 +1,5 @@
 """Importing the public I3D features (W-TALC joint array, CoLA / BaS-Net rgb/ + flow/ files)."""
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
+from clipae.cli import import_features_main as main
 from clipae.pipeline import manifest as mf
 from clipae.core.grid import SnippetGrid
-from clipae.datasets.import_features import main
 
 GRID = SnippetGrid(25, 16, 16)
 
@@ -178,11 +177,9 @@ def test_bad_input_is_one_line_without_traceback(wtalc, tmp_path, capsys):
     assert "needs --annotations" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("clipae.pipeline.extract_cli") is None,
-                    reason="the extraction stage (clipae.pipeline.extract_cli) is not merged yet")
 def test_extraction_adds_a_stream_to_imported_videos(tmp_path):
     from clipae.demo import data as dd
-    from clipae.pipeline.extract_cli import main as extract_main
+    from clipae.cli import extract_main
 
     spec = dd.DemoDatasetSpec(num_train=1, num_test=1, duration_s=(2.0, 2.5), instances=(1, 1),
                               instance_s=(0.5, 0.8), min_gap_s=0.4)

@@ -1,14 +1,12 @@
 """``clipae-localize --random-weights``: required exactly when the run's features were random."""
-import sys
-import types
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from clipae.cli import localize_main
 from clipae.eval import localize
-from clipae.eval.proposals import ProposalConfig
-from clipae.pipeline.extract import ExtractionError
+from clipae.eval import predict as predict_mod
+from clipae.models.config import Config
 
 T = 20
 
@@ -17,7 +15,7 @@ class StandInRun:
     """A weakly-supervised run of one class whose T-CAM fires on snippets 5..9."""
 
     def __init__(self, weights):
-        self.config = SimpleNamespace(proposals=ProposalConfig())
+        self.config = Config()
         self.classes = ["A"]
         self.extraction = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
                            "streams": {"i3d_rgb": {}}, "weights": {"i3d_rgb": weights}}
@@ -43,9 +41,8 @@ def stand_ins(monkeypatch, tmp_path):
                  "streams": {"i3d_rgb": {}}, "weights": {"i3d_rgb": weights}}, {"i3d_rgb": rgb})
 
     holder = {}
-    monkeypatch.setitem(sys.modules, "clipae.models.run", types.SimpleNamespace(load_run=lambda p: holder["run"]))
-    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract",
-                        types.SimpleNamespace(extract_video=extract_video, ExtractionError=ExtractionError))
+    monkeypatch.setattr(predict_mod, "load_run", lambda p: holder["run"])
+    monkeypatch.setattr(localize, "extract_video", extract_video)
     video = tmp_path / "v.mp4"
     video.write_bytes(b"stand-in")
     return (lambda weights: holder.update(run=StandInRun(weights))), seen, video
@@ -54,9 +51,9 @@ def stand_ins(monkeypatch, tmp_path):
 def test_random_run_needs_the_flag(stand_ins, tmp_path, capsys):
     set_run, seen, video = stand_ins
     set_run("random")
-    assert localize.main([str(video), "--run", str(tmp_path)]) == 2
+    assert localize_main([str(video), "--run", str(tmp_path)]) == 2
     assert "pass --random-weights" in capsys.readouterr().err and not seen  # refused before extracting
-    assert localize.main([str(video), "--run", str(tmp_path), "--random-weights"]) == 0
+    assert localize_main([str(video), "--run", str(tmp_path), "--random-weights"]) == 0
     captured = capsys.readouterr()
     assert "WARNING: --random-weights" in captured.err and seen[-1].random_weights is True
     assert "v.mp4: 12.80 s, 20 snippets" in captured.out and "    3.20     6.40  A" in captured.out
@@ -65,7 +62,7 @@ def test_random_run_needs_the_flag(stand_ins, tmp_path, capsys):
 def test_flag_refused_for_a_pretrained_run(stand_ins, tmp_path, capsys):
     set_run, seen, video = stand_ins
     set_run("sha256:ab")
-    assert localize.main([str(video), "--run", str(tmp_path), "--random-weights"]) == 2
+    assert localize_main([str(video), "--run", str(tmp_path), "--random-weights"]) == 2
     assert "made with pretrained weights" in capsys.readouterr().err and not seen
-    assert localize.main([str(video), "--run", str(tmp_path)]) == 0
+    assert localize_main([str(video), "--run", str(tmp_path)]) == 0
     assert seen[-1].random_weights is False

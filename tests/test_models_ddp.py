@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from clipae.models import train
+from clipae.cli import train_main
 from clipae.models.synthetic import SyntheticSpec, generate
 
 SETTINGS = ["data.num_segments=32", "model.hidden_dim=16", "model.attention_dim=8", "model.caf_dim=8",
@@ -27,7 +27,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
                           "-m", "clipae", "train", *args, "--out", str(tmp_path / "ddp")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    assert train.main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert train_main([*args, "--out", str(tmp_path / "one")]) == 0
     a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
     assert a["complete"] and a["assignments"] == b["assignments"]

@@ -5,11 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from clipae.eval import cli as eval_cli
 from clipae.eval.mapping import NAMES_FILE, ClusterMapping, build_mapping
 from clipae.eval.predict import cluster_mapping, default_mapping_method
-from clipae.cli import train_main
-from clipae.models import train
+from clipae.cli import eval_main, train_main
 from clipae.eval.naming import name_clusters, name_run
 from clipae.models.run import load_run
 from clipae.models.synthetic import SyntheticSpec, SyntheticTextTower, class_names, generate
@@ -56,7 +54,7 @@ def trained(tmp_path_factory):
             str(root / "run"), "--quiet", "--rounds", "2"]
     for o in TINY:
         argv += ["--set", o]
-    assert train.main(argv) == 0
+    assert train_main(argv) == 0
     return spec, data, root / "run"
 
 
@@ -79,7 +77,7 @@ def test_synthetic_names_agree_with_the_ground_truth_mapping(trained):
 def test_eval_with_clip_text_names_reports_the_agreement(trained, capsys):
     spec, data, run_dir = trained
     name_run(run_dir, data["manifest"], class_names(spec.classes), SyntheticTower(spec))
-    assert eval_cli.main(["--run", str(run_dir), "--manifest", str(data["manifest"]), "--annotations",
+    assert eval_main(["--run", str(run_dir), "--manifest", str(data["manifest"]), "--annotations",
                           str(data["ground_truth"]), "--mapping", "clip-text", "--quiet",
                           "-o", str(run_dir / "pred.json")]) == 0
     captured = capsys.readouterr()

@@ -149,7 +149,7 @@ def test_a_stream_failing_on_a_shared_batch_fails_only_its_video():
 
 
 def test_per_video_batches_keep_videos_apart(shorts, tmp_path, monkeypatch, capsys):
-    from clipae.pipeline.extract_cli import main
+    from clipae.cli import extract_main as main
     colour = Counting(monkeypatch, "toy_colour")
     assert main([str(shorts), str(tmp_path), "--stream-module", "toy_streams", "--streams", "toy_colour",
                  "--batch-size", "4", "--per-video-batches", "--quiet"]) == 0

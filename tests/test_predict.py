@@ -6,23 +6,21 @@ class ``PERM[k]`` are, so the pipeline scores mAP 1 only if proposals, seconds a
 class mapping are all right.
 """
 import json
-import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from clipae.eval import cli
+from clipae.cli import eval_main, localize_main
 from clipae.eval.mapping import MAPPING_FILE, ClusterMapping
 from clipae.eval.predict import PredictError, predict_results
-from clipae.eval.proposals import ProposalConfig
+from clipae.eval import predict as predict_mod
+from clipae.models.config import Config
 from clipae.eval.report import score
 from clipae.eval.results import build_inputs
 from clipae.pipeline import manifest as mf
 from clipae.datasets.annotations import GroundTruth, load_ground_truth
-from clipae.pipeline.extract import ExtractionError
 
 CLASSES = ["A", "B", "C"]
 PERM = [2, 0, 1]           # cluster k fires on class CLASSES[PERM[k]]
@@ -31,7 +29,7 @@ T, STEP = 40, 16 / 25      # snippets per video, seconds per snippet
 
 class FakeRun:
     def __init__(self, unsupervised=True, manifest=None, annotations=None):
-        self.config = SimpleNamespace(proposals=ProposalConfig())
+        self.config = Config()
         self.classes = list(CLASSES)
         self.extraction = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
                            "streams": {"i3d_rgb": {}, "clip": {}}, "weights": {"i3d_rgb": "sha256:aa"},
@@ -124,11 +122,9 @@ def test_missing_videos_and_missing_mapping(dataset):
 
 def test_clipae_eval_run_end_to_end(dataset, monkeypatch, capsys):
     run = FakeRun(manifest=str(dataset.manifest), annotations=str(dataset.gt_path))
-    fake = types.ModuleType("clipae.models.run")
-    fake.load_run = lambda path: run
-    monkeypatch.setitem(sys.modules, "clipae.models.run", fake)
+    monkeypatch.setattr(predict_mod, "load_run", lambda path: run)
     out_json = dataset.run_dir / "scores.json"
-    assert cli.main(["--run", str(dataset.run_dir), "--tiou", "0.3:0.7:0.1", "--json", str(out_json), "--quiet"]) == 0
+    assert eval_main(["--run", str(dataset.run_dir), "--tiou", "0.3:0.7:0.1", "--json", str(out_json), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "mAP@0.7" in printed and "100.00" in printed
     written = json.loads((dataset.run_dir / "predictions_test.json").read_text())
@@ -137,20 +133,18 @@ def test_clipae_eval_run_end_to_end(dataset, monkeypatch, capsys):
     assert scores["tiou"] == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7]) and scores["average"] == pytest.approx(1.0)
     assert set(scores["per_class"]) == set(CLASSES)
     # the predictions file scores the same through --predictions
-    assert cli.main(["--predictions", str(dataset.run_dir / "predictions_test.json"),
+    assert eval_main(["--predictions", str(dataset.run_dir / "predictions_test.json"),
                      "--annotations", str(dataset.gt_path), "--subset", "test", "--tiou", "0.5"]) == 0
     assert "100.00" in capsys.readouterr().out
 
 
 def test_predictions_that_cannot_be_written_are_one_line(dataset, monkeypatch, tmp_path, capsys):
     run = FakeRun(manifest=str(dataset.manifest), annotations=str(dataset.gt_path))
-    fake = types.ModuleType("clipae.models.run")
-    fake.load_run = lambda path: run
-    monkeypatch.setitem(sys.modules, "clipae.models.run", fake)
+    monkeypatch.setattr(predict_mod, "load_run", lambda path: run)
     (tmp_path / "file").write_text("x")
-    assert cli.main(["--run", str(dataset.run_dir), "-o", str(tmp_path / "file" / "pred.json"), "--quiet"]) == 2
+    assert eval_main(["--run", str(dataset.run_dir), "-o", str(tmp_path / "file" / "pred.json"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith(f"clipae-eval: {tmp_path / 'file'}")
+    assert err.count("\n") == 1 and "Traceback" not in err and err.startswith(f"clipae-eval: error: {tmp_path / 'file'}")
 
 
 def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
@@ -169,13 +163,12 @@ def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
                   "streams": {"i3d_rgb": {}, "clip": {}}, "weights": {"i3d_rgb": "sha256:aa"}}
         return record, {"i3d_rgb": rgb, "clip": np.zeros((T, 4), np.float32)}
 
-    monkeypatch.setitem(sys.modules, "clipae.models.run", types.SimpleNamespace(load_run=lambda p: run))
-    monkeypatch.setitem(sys.modules, "clipae.pipeline.extract",
-                        types.SimpleNamespace(extract_video=extract_video, ExtractionError=ExtractionError))
+    monkeypatch.setattr(predict_mod, "load_run", lambda p: run)
+    monkeypatch.setattr(localize, "extract_video", extract_video)
     video = tmp_path / "test_1.mp4"
     video.write_bytes(b"stand-in")
     out, png = tmp_path / "out.json", tmp_path / "timeline.png"
-    assert localize.main([str(video), "--run", str(dataset.run_dir), "-o", str(out), "--plot", str(png),
+    assert localize_main([str(video), "--run", str(dataset.run_dir), "-o", str(out), "--plot", str(png),
                           "--annotations", str(dataset.gt_path)]) == 0
     printed = capsys.readouterr().out
     assert "no audio track" in printed and "latency:" in printed and "extract" in printed
@@ -187,5 +180,5 @@ def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # without a run
     monkeypatch.delenv("CLIPAE_RUN", raising=False)
-    assert localize.main([str(video)]) == 2
+    assert localize_main([str(video)]) == 2
     assert "no run" in capsys.readouterr().err

@@ -6,10 +6,11 @@ import pytest
 
 import toy_streams  # noqa: F401  (registers toy_colour)
 import videogen
+from clipae.cli import extract_main as main
 from clipae.extractors.i3d_streams import I3DStream
 from clipae.pipeline import manifest as mf
 from clipae.core.dist import Ranks
-from clipae.pipeline.extract_cli import config_from_args, main, parser_for
+from clipae.pipeline.extract_cli import config_from_args, parser_for
 from clipae.pipeline.presets import PRESETS
 
 DATA = Path(__file__).parent / "data" / "videos"

@@ -15,10 +15,10 @@ import pytest
 
 import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
+from clipae.cli import extract_main as main
 from clipae.extractors.base import Extractor, register_stream
 from clipae.core import fsio
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.extract_cli import main
 
 TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--batch-size", "2", "--quiet"]
 

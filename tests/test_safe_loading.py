@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipae.eval import cli as eval_cli
+from clipae.cli import convert_gt_main, eval_main, import_features_main, train_main
 from clipae.models import train
 from clipae.models.run import load_run
 from clipae.models.synthetic import SyntheticSpec, generate
@@ -79,7 +79,7 @@ def test_crafted_wtalc_annotation_folder_is_refused(tmp_path, capsys):
     crafted_object_array(folder / "videoname.npy", marker)
     with pytest.raises(annotations.AnnotationError):
         annotations.load_ground_truth(folder)
-    assert annotations.main([str(folder), "-o", str(tmp_path / "gt.json")]) == 2
+    assert convert_gt_main([str(folder), "-o", str(tmp_path / "gt.json")]) == 2
     line = one_line(capsys.readouterr().err)
     assert "videoname.npy" in line and "refused" in line
     assert not marker.exists()
@@ -90,7 +90,7 @@ def test_crafted_wtalc_annotation_folder_is_refused(tmp_path, capsys):
 def test_crafted_wtalc_feature_file_is_refused(tmp_path, capsys):
     marker = tmp_path / "MARKER"
     feats = crafted_object_array(tmp_path / "features.npy", marker, first=np.zeros((3, 2048), np.float32))
-    rc = import_features.main(["wtalc", str(feats), str(tmp_path / "out"), "--annotations", str(WTALC), "--quiet"])
+    rc = import_features_main(["wtalc", str(feats), str(tmp_path / "out"), "--annotations", str(WTALC), "--quiet"])
     assert rc == 2
     line = one_line(capsys.readouterr().err)
     assert "features.npy" in line and "refused" in line
@@ -103,7 +103,7 @@ def test_crafted_wtalc_index_for_the_features_is_refused(tmp_path, capsys):
     marker = tmp_path / "MARKER"
     crafted_object_array(folder / "videoname.npy", marker)
     np.save(tmp_path / "features.npy", np.empty(0, dtype=object), allow_pickle=True)
-    rc = import_features.main(["wtalc", str(tmp_path / "features.npy"), str(tmp_path / "out"),
+    rc = import_features_main(["wtalc", str(tmp_path / "features.npy"), str(tmp_path / "out"),
                                "--annotations", str(folder), "--quiet"])
     assert rc == 2 and "refused" in one_line(capsys.readouterr().err)
     assert not marker.exists()
@@ -121,7 +121,7 @@ def run_dir(tmp_path_factory):
             "--out", str(root / "run"), "--quiet", "--rounds", "1"]
     for o in TINY:
         argv += ["--set", o]
-    assert train.main(argv) == 0
+    assert train_main(argv) == 0
     (root / "argv.txt").write_text("\n".join(argv))
     return root / "run"
 
@@ -151,12 +151,12 @@ def test_crafted_checkpoint_is_refused_by_eval_and_train(run_dir, tmp_path, caps
     torch.save(state, bad / train.CHECKPOINT)
     with pytest.raises(train.RunError, match="refused"):
         load_run(bad, device="cpu")
-    assert eval_cli.main(["--run", str(bad)]) == 2
+    assert eval_main(["--run", str(bad)]) == 2
     line = one_line(capsys.readouterr().err)
     assert "checkpoint.pt" in line and "refused" in line
     argv = (run_dir.parent / "argv.txt").read_text().splitlines()
     argv[argv.index("--out") + 1] = str(bad)
-    assert train.main(argv) == 2                      # resuming reads the checkpoint too
+    assert train_main(argv) == 2                      # resuming reads the checkpoint too
     assert "refused" in one_line(capsys.readouterr().err)
     assert not marker.exists()
 

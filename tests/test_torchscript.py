@@ -1,5 +1,4 @@
 """TorchScript archives are read for their tensors without running any of their code."""
-import io
 import os
 import pickle
 import zipfile
@@ -8,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from clipae.cli import extract_main as main
 from clipae.extractors import clip as clip_stream
-from clipae.pipeline.extract_cli import main
 from clipae.extractors.torchscript import TorchScriptError, is_torchscript, read_state_dict
 from clipae.core.weights import WeightsError
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from clipae.cli import eval_main, train_main
 from clipae.bench import utal as bench_utal
-from clipae.eval import cli as eval_cli
-from clipae.models import clustering, train
+from clipae.models import clustering
 from clipae.models.synthetic import SyntheticSpec, generate
 from clipae.datasets.annotations import load_ground_truth
 
@@ -34,7 +34,7 @@ def run(data, out, *args, overrides=()):
             "--quiet", *args]
     for o in [*TINY, *overrides]:
         argv += ["--set", o]
-    return train.main(argv)
+    return train_main(argv)
 
 
 def rows(path):
@@ -128,7 +128,7 @@ def test_baselines_are_scored_by_the_real_evaluator(scenes, tmp_path):
         ours = bench_utal.map_scores(gt, "test", res)
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps({"version": "", "results": res, "external_data": {}}))
-        assert eval_cli.main(["--predictions", str(path), "--annotations", str(scenes["ground_truth"]),
+        assert eval_main(["--predictions", str(path), "--annotations", str(scenes["ground_truth"]),
                               "--subset", "test", "--tiou", "0.1:0.7:0.1", "--json", str(tmp_path / f"{name}.out")]) == 0
         theirs = json.loads((tmp_path / f"{name}.out").read_text())["mAP"]
         np.testing.assert_allclose(ours, theirs, atol=1e-12)

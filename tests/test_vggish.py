@@ -114,7 +114,9 @@ def _signals(n, length=WINDOW, seed=0):
 
 
 def _options(**extra_and_kw):
-    kw = {k: extra_and_kw.pop(k) for k in ("weights_path", "random_weights", "weights_dir") if k in extra_and_kw}
+    kw = {k: extra_and_kw.pop(k) for k in ("random_weights", "weights_dir") if k in extra_and_kw}
+    if "weights_path" in extra_and_kw:
+        kw["weights_paths"] = {"vggish": extra_and_kw.pop("weights_path")}
     return ExtractorOptions(extra=extra_and_kw, **kw)
 
 

@@ -4,19 +4,17 @@ CLIP frame)."""
 import json
 
 import numpy as np
-import pytest
 
 from video_frames import VIDEOS
 
-extract_cli = pytest.importorskip("clipae.pipeline.extract_cli", reason="needs the extraction runner")
-pytest.importorskip("clipae.extractors.vggish", reason="needs the vggish stream")
+from clipae.cli import extract_main
 
 DIMS = {"i3d_rgb": 1024, "i3d_flow": 1024, "clip": 512, "vggish": 128}
 
 
 def test_all_four_streams_on_the_sample_videos(tmp_path):
     out = tmp_path / "out"
-    rc = extract_cli.main([str(VIDEOS), str(out), "--streams", ",".join(DIMS), "--random-weights", "--quiet",
+    rc = extract_main([str(VIDEOS), str(out), "--streams", ",".join(DIMS), "--random-weights", "--quiet",
                            "--device", "cpu", "--fps", "1", "--snippet-length", "2", "--snippet-stride", "4",
                            "--flow", "raft_small", "--raft-iters", "1", "--clip-model", "ViT-B-32",
                            "--clip-frames", "1", "--weights-dir", str(tmp_path / "weights")])

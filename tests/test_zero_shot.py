@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import videogen
-from clipae.eval import cli as eval_cli
-from clipae.eval import localize
+from clipae.cli import eval_main, localize_main
 from clipae.eval.predict import PredictError
 from clipae.eval.zero_shot import check_text_weights, localize_rows, read_class_names, zero_shot_outputs
 from clipae.extractors.base import ExtractorOptions, get_stream
@@ -97,7 +96,7 @@ def clips(tmp_path_factory):
 
 def test_localize_zero_shot_on_a_sample_video(clips, tmp_path, capsys):
     out = tmp_path / "out.json"
-    assert localize.main([str(clips / "v_ZNVhz7ctTq0.mp4"), "--zero-shot", str(clips / "names.txt"),
+    assert localize_main([str(clips / "v_ZNVhz7ctTq0.mp4"), "--zero-shot", str(clips / "names.txt"),
                           "--random-weights", "--clip-model", MODEL, "--clip-frames", "1", "-o", str(out)]) == 0
     captured = capsys.readouterr()
     assert "RANDOM" in captured.err and "v_ZNVhz7ctTq0.mp4: 1.50 s, 3 snippets" in captured.out
@@ -106,7 +105,7 @@ def test_localize_zero_shot_on_a_sample_video(clips, tmp_path, capsys):
     assert entries and {e["label"] for e in entries} <= {"Juggling", "Cooking"}
     assert all("cluster" not in e for e in entries)
     # no --random-weights and no checkpoint where it is looked for: one line, no traceback
-    assert localize.main([str(clips / "v_ZNVhz7ctTq0.mp4"), "--zero-shot", str(clips / "names.txt"),
+    assert localize_main([str(clips / "v_ZNVhz7ctTq0.mp4"), "--zero-shot", str(clips / "names.txt"),
                           "--clip-model", MODEL, "--clip-weights", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no such file" in err
@@ -124,11 +123,11 @@ def test_eval_zero_shot_scores_a_dataset(clips, tmp_path, capsys):
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     argv = ["--zero-shot", str(clips / "names.txt"), "--manifest", str(features / mf.MANIFEST_NAME),
             "--annotations", str(tmp_path / "gt.json"), "--quiet"]
-    assert eval_cli.main(argv + ["--random-weights"]) == 0
+    assert eval_main(argv + ["--random-weights"]) == 0
     out = capsys.readouterr().out
     assert "zero-shot proposals for 2 videos" in out and "mAP" in out
     predictions = json.loads((features / "zero_shot_validation.json").read_text())["results"]
     assert set(predictions) == set(records)
-    assert eval_cli.main(argv) == 2  # random clip features need the random text tower, said in one line
+    assert eval_main(argv) == 2  # random clip features need the random text tower, said in one line
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--random-weights" in err
