@@ -68,17 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_setting(run, name: str):
-    """``name`` (``manifest``, ``annotations``) as ``clipae-train`` recorded it in the run's
-    ``extraction.json``, else ``None``."""
-    value = (getattr(run, "extraction", None) or {}).get(name)
-    return str(value) if value else None
-
-
 def _predict(args) -> tuple[dict, object, str]:
     run = load_trained_run(args.run)
-    manifest = args.manifest or _run_setting(run, "manifest")
-    annotations = args.annotations or _run_setting(run, "annotations")
+    manifest = args.manifest or run.extraction.manifest          # as clipae-train recorded them
+    annotations = args.annotations or run.extraction.annotations
     if not manifest:
         raise PredictError("the run does not record its manifest: pass --manifest")
     gt = load_ground_truth(annotations) if annotations else None

@@ -33,6 +33,7 @@ from ..core.grid import SnippetGrid
 from ..datasets.annotations import canonical_id, load_ground_truth
 from ..decoding.decode import FrameSettings, InputError
 from ..extractors.base import ExtractorOptions
+from ..models.trained_on import TrainedOn
 from ..pipeline.extract import ExtractionError, extract_video
 from .mapping import CLIP_TEXT, METHODS
 from .predict import (PredictError, check_record, cluster_mapping, default_mapping_method,
@@ -59,18 +60,9 @@ class Timer:
         return "latency: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.stages.items()) + f"; total {total:.2f} s"
 
 
-def run_grid(run) -> SnippetGrid:
-    """The snippet grid the run's features were extracted on."""
-    try:
-        return SnippetGrid.from_record(run.extraction)
-    except KeyError as e:
-        raise PredictError(f"the run does not record its snippet grid ({e.args[0]})") from None
-
-
 def check_random_weights(run, random_weights: bool) -> None:
     """``--random-weights`` exactly when the run's features were made with random weights."""
-    weights = (run.extraction or {}).get("weights") or {}
-    random = sorted(s for s, w in weights.items() if w == "random")
+    weights, random = run.extraction.weights, run.extraction.random_streams
     if random and not random_weights:
         raise PredictError(f"the run was trained on features made with random weights ({', '.join(random)}); "
                            f"pass --random-weights to extract this video the same way")
@@ -80,12 +72,12 @@ def check_random_weights(run, random_weights: bool) -> None:
                            f"pretrained weights")
 
 
-def frame_options(run) -> dict:
-    """``{"crops", "keep_crops", "short_side"}`` the run's visual features were extracted with
+def frame_options(trained_on: TrainedOn) -> dict:
+    """``{"crops", "keep_crops", "short_side"}`` a run's visual features were extracted with
     (from their recorded settings; the defaults where none are recorded)."""
     out = {"crops": "center", "keep_crops": False, "short_side": FrameSettings.short_side}
-    for per_stream in (run.extraction.get("streams") or {}).values():
-        settings = (per_stream or {}).get("settings") or {}
+    for per_stream in trained_on.streams.values():
+        settings = per_stream.settings
         if "crops" in settings:
             out["crops"] = str(settings["crops"])
             out["keep_crops"] = str(settings.get("stored", "")).startswith("per crop")
@@ -98,14 +90,12 @@ def frame_options(run) -> dict:
 def extract_features(video: Path, run, device: str, weights_dir: str | None,
                      random_weights: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
-    extra = {}  # each stream's own options (--clip-model, --flow, ...), as the training features were made
-    for per_stream in (run.extraction.get("streams") or {}).values():
-        extra.update((per_stream or {}).get("options") or {})
-    views = frame_options(run)
+    views = frame_options(run.extraction)
+    # each stream's own options (--clip-model, --flow, ...), as the training features were made
     options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
-                               extra=extra, crops=views["crops"], keep_crops=views["keep_crops"])
+                               extra=run.extraction.options(), crops=views["crops"], keep_crops=views["keep_crops"])
     try:
-        record, features = extract_video(str(video), run_streams(run), run_grid(run), options,
+        record, features = extract_video(str(video), run_streams(run), run.extraction.grid, options,
                                          frame_settings=FrameSettings(short_side=views["short_side"]))
     except (ExtractionError, InputError) as e:  # missing weights, a stream that cannot start; a bad video
         raise PredictError(f"{video}: {e}") from None

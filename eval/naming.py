@@ -94,19 +94,17 @@ def name_after_training(run_dir: str | os.PathLike, manifest: str | os.PathLike,
                         weights_dir: str | None = None, random_weights: bool = False, device: str = "cpu") -> str:
     """``clipae-train --class-names``: the text tower of the run's ``clip`` checkpoint, :func:`name_run`,
     and a one-line summary; every failure is one :class:`DataError` line."""
-    import json
-
     from ..core.weights import WeightsError
+    from ..models.trained_on import TrainedOn
     from .predict import PredictError
     from .zero_shot import read_class_names, text_tower
     try:
         names = read_class_names(class_names)
-        clip = json.loads((Path(run_dir) / "extraction.json").read_text(encoding="utf-8"))
-        settings = (clip.get("streams", {}).get(CLIP_STREAM) or {}).get("settings") or {}
-        if CLIP_STREAM not in clip.get("weights", {}):
+        trained_on = TrainedOn.load(run_dir)
+        if CLIP_STREAM not in trained_on.streams or CLIP_STREAM not in trained_on.weights:
             raise DataError("--class-names needs the run to read the clip stream (not --no-ccp)")
-        tower = text_tower(settings.get("model", "ViT-B-16"), clip["weights"][CLIP_STREAM], weights_dir,
-                           random_weights, device)
+        tower = text_tower(trained_on.streams[CLIP_STREAM].settings.get("model", "ViT-B-16"),
+                           trained_on.weights[CLIP_STREAM], weights_dir, random_weights, device)
         mapping = name_run(run_dir, manifest, names, tower, device)
     except (PredictError, WeightsError, ValueError, OSError) as e:
         raise DataError(f"--class-names: {e}") from None

@@ -4,10 +4,9 @@ What this module needs from a run (``clipae.models.run.load_run(run_dir) -> Trai
 
 - ``run.predict(features: {stream: (T, dim) array}, has_audio: bool)`` →
   ``{"cas": (T, K), "attention": (T,), "video_scores": (K,)}``, numpy, in [0, 1];
-- ``run.extraction``: the extraction settings the run was trained on, a dict with the grid
-  (``fps``, ``snippet_length``, ``snippet_stride``), ``streams`` (the stream names the model
-  reads, as keys) and ``weights`` (``{stream: "sha256:..."}``); a manifest whose grid or weights
-  differ is refused, since its features would not mean what the model learnt;
+- ``run.extraction``: what the run was trained on, a :class:`~clipae.models.trained_on.TrainedOn`
+  (the grid, the streams the model reads, their weights, the training manifest); a manifest
+  whose grid or weights differ is refused, since its features would not mean what the model learnt;
 - ``run.classes``: the class names; ``run.train_assignments``: ``{video_id: cluster}`` for an
   unsupervised run (columns of ``cas`` are clusters), empty or ``None`` for a weakly-supervised
   one (columns are ``run.classes``);
@@ -31,7 +30,7 @@ from ..core.errors import BadInput
 from ..core.grid import SnippetGrid
 from ..datasets.annotations import GroundTruth, canonical_id
 from ..models.run import load_run
-from ..models.train import RunError
+from ..models.trained_on import RunError
 from ..pipeline.manifest import load_stream, read_manifest
 from .mapping import CLIP_TEXT, MAPPING_FILE, NAMES_FILE, ClusterMapping, MappingError, build_mapping
 from .proposals import ProposalConfig, Proposals, generate_proposals
@@ -55,23 +54,21 @@ def proposal_config(run) -> ProposalConfig:
 
 
 def run_streams(run) -> list[str]:
-    streams = (run.extraction or {}).get("streams")
-    if not streams:
-        raise PredictError("the run does not record which feature streams its model reads")
-    return list(streams)
+    """The feature streams the run's model reads."""
+    return list(run.extraction.streams)
 
 
 def check_record(run, record: dict, streams: list[str]) -> None:
     """Refuse a manifest line whose grid, streams or weights differ from the run's."""
     vid = record.get("video_id")
-    ours, theirs = SnippetGrid.from_record(run.extraction).as_dict(), SnippetGrid.from_record(record).as_dict()
+    ours, theirs = run.extraction.grid.as_dict(), SnippetGrid.from_record(record).as_dict()
     for key in ours:
         if ours[key] != theirs[key]:
             raise PredictError(f"video {vid!r}: {key} = {theirs[key]} in the manifest but {ours[key]} in the run")
     missing = [s for s in streams if s not in record.get("streams", {})]
     if missing:
         raise PredictError(f"video {vid!r} has no {', '.join(missing)} features; the run needs {', '.join(streams)}")
-    run_w, rec_w = run.extraction.get("weights", {}), record.get("weights", {})
+    run_w, rec_w = run.extraction.weights, record.get("weights", {})
     for s in streams:
         if s in run_w and s in rec_w and run_w[s] != rec_w[s]:
             raise PredictError(f"video {vid!r}: stream {s} made with weights {rec_w[s]}, the run used {run_w[s]}")

@@ -22,6 +22,7 @@ from ..core.errors import BadInput
 from ..core.grid import SnippetGrid
 from ..datasets.annotations import GroundTruth, canonical_id
 from ..pipeline.manifest import ManifestError, load_stream, read_manifest, stream_path
+from .trained_on import StreamRecord, TrainedOn
 
 
 class DataError(BadInput, ValueError):
@@ -101,27 +102,28 @@ def load_stream_path(store: FeatureStore, video_id: str, stream: str) -> Path:
     return stream_path(store.manifest_path, store.records[video_id], stream)
 
 
-def extraction_settings(store: FeatureStore, video_ids: list[str], streams: list[str]) -> dict:
-    """What single-video localisation needs to re-extract features exactly like the training ones."""
+def extraction_settings(store: FeatureStore, video_ids: list[str], streams: list[str]) -> TrainedOn:
+    """What the training videos' features were made with (:class:`~clipae.models.trained_on.TrainedOn`):
+    what single-video localisation needs to re-extract features exactly like the training ones."""
     recs = [store.records[v] for v in video_ids]
     grids = {SnippetGrid.from_record(r) for r in recs}
     if len(grids) != 1:
         raise DataError(f"the training videos use {len(grids)} different snippet grids: "
                         f"{sorted(tuple(g.as_dict().values()) for g in grids)}")
-    out = {**grids.pop().as_dict(),
-           "streams": {}, "weights": {}, "config_hash": sorted({str(r.get("config_hash", "")) for r in recs})}
+    grid = grids.pop()
+    records, weights_of = {}, {}
     for s in streams:
         info = recs[0]["streams"][s]
         settings = [r["streams"][s].get("settings") for r in recs]
         if any(x != settings[0] for x in settings):
             raise DataError(f"stream {s!r} was extracted with different settings across training videos")
-        out["streams"][s] = {"dim": int(info["dim"]), "dtype": info.get("dtype"), "settings": settings[0],
-                             "options": info.get("options", {})}  # the extractor's options, for clipae-localize
+        records[s] = StreamRecord(int(info["dim"]), info.get("dtype"), settings[0] or {},
+                                  info.get("options", {}))  # the extractor's options, for clipae-localize
         weights = {str(r.get("weights", {}).get(s)) for r in recs}
         if len(weights) != 1:
             raise DataError(f"stream {s!r} was extracted with different weights across training videos")
-        out["weights"][s] = weights.pop()
-    return out
+        weights_of[s] = weights.pop()
+    return TrainedOn(grid, records, weights_of, sorted({str(r.get("config_hash", "")) for r in recs}))
 
 
 @dataclass

@@ -16,7 +16,6 @@ which evaluation maps clusters to classes.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import yaml
 from .clipae import CLIPAE, build_model
 from .config import Config, config_from_dict
 from .data import FeatureStore, as_rows, collate
-from .train import CHECKPOINT, RunError, read_checkpoint
+from .train import CHECKPOINT, read_checkpoint
+from .trained_on import RunError, TrainedOn
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TrainedRun:
     run_dir: Path
     config: Config
     classes: list[str]
-    extraction: dict
+    extraction: TrainedOn
     train_assignments: dict[str, int]
     model: CLIPAE
     device: torch.device
@@ -109,7 +109,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None,
         raise RunError(f"{run_dir}: training is not complete (round {state['round']}, epoch {state['epoch']}); "
                        f"resume it with clipae-train")
     config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    extraction = json.loads((run_dir / "extraction.json").read_text(encoding="utf-8"))
+    extraction = TrainedOn.load(run_dir)
     dims = dict(state["dims"])
     model = build_model(config, dims, len(state["classes"])).to(dev)
     model.load_state_dict(state["model"])

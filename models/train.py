@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import sys
 import time
@@ -31,7 +32,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..core.dist import Ranks
-from ..core.errors import BadInput
 from ..core.fsio import replace_atomic, write_json_atomic, write_text_atomic
 from ..core.interrupt import Stopped, StopSignals, exit_on_sigterm
 from ..core.weights import WeightsError, load_checkpoint
@@ -42,13 +42,10 @@ from .config import Config, ConfigError, config_from_dict, load_config, save_con
 from .data import (DataError, FeatureStore, TrainingSet, VideoDataset, collate, compute_feature_stats, epoch_order,
                    extraction_settings, foreground_mask, split_validation, training_set)
 from .losses import CLIPAELoss
+from .trained_on import FILE as TRAINED_ON, RunError
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-
-
-class RunError(BadInput, ValueError):
-    """A run folder that cannot be used as asked (one line)."""
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -503,10 +500,11 @@ def prepare(args: argparse.Namespace, d: Ranks) -> Trainer:
         out.mkdir(parents=True, exist_ok=True)
         if not ckpt.exists():
             save_config(cfg, out / "config.yaml")
-            _write_json_atomic(out / "extraction.json", {
-                **extraction_settings(store, tset.video_ids, streams),
-                # where the training data came from: clipae-eval --run reads them when not given
-                "manifest": str(Path(args.manifest).resolve()), "annotations": str(Path(args.annotations).resolve())})
+            # with where the training data came from: clipae-eval --run reads them when not given
+            trained_on = dataclasses.replace(extraction_settings(store, tset.video_ids, streams),
+                                             manifest=str(Path(args.manifest).resolve()),
+                                             annotations=str(Path(args.annotations).resolve()))
+            _write_json_atomic(out / TRAINED_ON, trained_on.to_json())
             if vset is not None:
                 _write_json_atomic(out / "validation.json", {"video_ids": vset.video_ids})
     if d.world_size > 1:

@@ -111,15 +111,15 @@ def videogen_frames(video):
 
 
 def test_localize_extracts_with_the_runs_crops_and_short_side():
-    from types import SimpleNamespace
-
     from clipae.eval.localize import frame_options
-    run = SimpleNamespace(extraction={"streams": {
-        "i3d_rgb": {"settings": {"crops": "10", "views": 10, "stored": "per crop (T, crops, dim)",
-                                 "decode": {"frames": {"short_side": 288}}}},
-        "vggish": {"settings": {"decode": {"audio": {}}}}}})
+    from clipae.models.trained_on import TrainedOn
+    grid = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16}
+    run = TrainedOn.from_json({**grid, "streams": {
+        "i3d_rgb": {"dim": 1024, "settings": {"crops": "10", "views": 10, "stored": "per crop (T, crops, dim)",
+                                              "decode": {"frames": {"short_side": 288}}}},
+        "vggish": {"dim": 128, "settings": {"decode": {"audio": {}}}}}})
     assert frame_options(run) == {"crops": "10", "keep_crops": True, "short_side": 288}
-    plain = SimpleNamespace(extraction={"streams": {"clip": {"settings": {"model": "ViT-B-16"}}}})
+    plain = TrainedOn.from_json({**grid, "streams": {"clip": {"dim": 512, "settings": {"model": "ViT-B-16"}}}})
     assert frame_options(plain) == {"crops": "center", "keep_crops": False, "short_side": 256}
 
 

@@ -7,6 +7,7 @@ from clipae.cli import localize_main
 from clipae.eval import localize
 from clipae.eval import predict as predict_mod
 from clipae.models.config import Config
+from clipae.models.trained_on import TrainedOn
 
 T = 20
 
@@ -17,8 +18,8 @@ class StandInRun:
     def __init__(self, weights):
         self.config = Config()
         self.classes = ["A"]
-        self.extraction = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
-                           "streams": {"i3d_rgb": {}}, "weights": {"i3d_rgb": weights}}
+        self.extraction = TrainedOn.from_json({"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
+                                               "streams": {"i3d_rgb": {"dim": 4}}, "weights": {"i3d_rgb": weights}})
         self.train_assignments = None
 
     def predict(self, features, has_audio):

@@ -17,6 +17,7 @@ from clipae.eval.mapping import MAPPING_FILE, ClusterMapping
 from clipae.eval.predict import PredictError, predict_results
 from clipae.eval import predict as predict_mod
 from clipae.models.config import Config
+from clipae.models.trained_on import TrainedOn
 from clipae.eval.report import score
 from clipae.eval.results import build_inputs
 from clipae.pipeline import manifest as mf
@@ -31,12 +32,16 @@ class FakeRun:
     def __init__(self, unsupervised=True, manifest=None, annotations=None):
         self.config = Config()
         self.classes = list(CLASSES)
-        self.extraction = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
-                           "streams": {"i3d_rgb": {}, "clip": {}}, "weights": {"i3d_rgb": "sha256:aa"},
+        self.trained_on = {"fps": 25.0, "snippet_length": 16, "snippet_stride": 16,
+                           "streams": {"i3d_rgb": {"dim": 8}, "clip": {"dim": 4}}, "weights": {"i3d_rgb": "sha256:aa"},
                            "manifest": manifest, "annotations": annotations}
         self.train_assignments = ({f"train_{i}": PERM.index(i % 3) for i in range(6)} if unsupervised else None)
         self.unsupervised = unsupervised
         self.calls = []
+
+    @property
+    def extraction(self) -> TrainedOn:       # the real contract object, from the (editable) json
+        return TrainedOn.from_json(self.trained_on)
 
     def predict(self, features, has_audio):
         self.calls.append((sorted(features), has_audio))
@@ -94,15 +99,15 @@ def test_weakly_supervised_run_uses_its_classes(dataset):
 
 def test_mismatched_manifest_is_refused(dataset):
     run = FakeRun()
-    run.extraction["weights"]["i3d_rgb"] = "sha256:other"
+    run.trained_on["weights"]["i3d_rgb"] = "sha256:other"
     with pytest.raises(PredictError, match="weights"):
         predict_results(run, dataset.manifest, dataset.gt, "test", dataset.run_dir)
     run = FakeRun()
-    run.extraction["streams"]["vggish"] = {}
+    run.trained_on["streams"]["vggish"] = {"dim": 128}
     with pytest.raises(PredictError, match="no vggish features"):
         predict_results(run, dataset.manifest, dataset.gt, "test", dataset.run_dir)
     run = FakeRun()
-    run.extraction["snippet_stride"] = 8
+    run.trained_on["snippet_stride"] = 8
     with pytest.raises(PredictError, match="snippet_stride"):
         predict_results(run, dataset.manifest, dataset.gt, "test", dataset.run_dir)
 

@@ -62,3 +62,31 @@ def test_a_bad_proposal_setting_is_one_line_before_training(tmp_path, capsys):
 
 def test_the_nms_names_the_config_accepts_are_the_registered_ones():
     assert list(NMS) == list(NMS_KINDS)
+
+
+def test_an_old_run_folder_loads_with_defaults_or_is_refused_in_one_line(run_dir, tmp_path, capsys):
+    import shutil
+
+    from clipae.models.trained_on import FILE, TrainedOn
+    recorded = TrainedOn.load(run_dir)
+    assert recorded.manifest and recorded.annotations and recorded.grid.as_dict()["snippet_stride"] > 0
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    obj = json.loads((old / FILE).read_text())
+    for key in ("manifest", "annotations", "config_hash"):       # what early run folders did not record
+        obj.pop(key)
+    for entry in obj["streams"].values():
+        entry.pop("options", None)
+    (old / FILE).write_text(json.dumps(obj))
+    on = load_run(old).extraction
+    assert on.manifest is None and on.config_hash == [] and all(r.options == {} for r in on.streams.values())
+    assert eval_main(["--run", str(old), "--quiet"]) == 2
+    assert "pass --manifest" in capsys.readouterr().err
+    assert eval_main(["--run", str(old), "--manifest", recorded.manifest, "--annotations", recorded.annotations,
+                      "-o", str(tmp_path / "p.json"), "--quiet"]) == 0
+    del obj["fps"]
+    (old / FILE).write_text(json.dumps(obj))
+    capsys.readouterr()
+    assert eval_main(["--run", str(old), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not record its snippet grid (fps)" in err
