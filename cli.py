@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -89,33 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     return run(argv[0], argv[1:])
 
 
-def extract_main(argv=None) -> int:
-    return run("extract", argv)
-
-
-def train_main(argv=None) -> int:
-    return run("train", argv)
-
-
-def localize_main(argv=None) -> int:
-    return run("localize", argv)
-
-
-def eval_main(argv=None) -> int:
-    return run("eval", argv)
-
-
-def bench_main(argv=None) -> int:
-    return run("bench", argv)
-
-
-def convert_gt_main(argv=None) -> int:
-    return run("convert-gt", argv)
-
-
-def import_features_main(argv=None) -> int:
-    return run("import-features", argv)
-
-
-def compare_features_main(argv=None) -> int:
-    return run("compare-features", argv)
+def __getattr__(name: str) -> Callable[[list[str] | None], int]:
+    """The console scripts of ``setup.cfg``: ``extract_main``, ``train_main``, ``convert_gt_main``, ...
+    (``clipae-extract`` → ``run("extract")``)."""
+    command = name.removesuffix("_main").replace("_", "-")
+    if name.endswith("_main") and command in COMMANDS:
+        return partial(run, command)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,10 +21,7 @@ ARGS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("crash_videos")
-    for i, seconds in enumerate([2.0, 1.5, 2.5, 1.0, 2.0]):
-        videogen.make_video(d / f"video{i}.mp4", duration=seconds, audio="stereo" if i % 2 else None)
-    return d
+    return videogen.make_videos(tmp_path_factory.mktemp("crash_videos"), [2.0, 1.5, 2.5, 1.0, 2.0], "stereo")
 
 
 @pytest.fixture(scope="module")

@@ -10,25 +10,16 @@ import yaml
 from clipae.cli import eval_main, train_main
 from clipae.models.config import NMS_KINDS
 from clipae.models.run import load_run
-from clipae.models.synthetic import SyntheticSpec, generate
+from clipae.models.synthetic import SyntheticSpec
+from tiny_runs import DIMS, train_tiny
 from clipae.eval.proposals import NMS
-
-TINY = ["data.num_segments=32", "model.hidden_dim=16", "model.attention_dim=8", "model.caf_dim=8",
-        "model.ccp_dim=8", "train.batch_size=4", "train.threads=1", "train.epochs_per_round=3"]
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("contract")
-    spec = SyntheticSpec(train=12, test=6, classes=2, snippets=48,
-                         dims={"i3d_rgb": 8, "i3d_flow": 8, "clip": 8, "vggish": 4}, seed=3)
-    data = generate(root / "data", spec)
-    argv = ["--manifest", str(data["manifest"]), "--annotations", str(data["ground_truth"]), "--out", str(root / "run"),
-            "--quiet", "--mode", "weakly", "--set", "proposals.max_per_video=1"]
-    for o in TINY:
-        argv += ["--set", o]
-    assert train_main(argv) == 0
-    return root / "run"
+    spec = SyntheticSpec(train=12, test=6, classes=2, snippets=48, dims=DIMS, seed=3)
+    run, _ = train_tiny(tmp_path_factory.mktemp("contract"), spec, "--mode", "weakly",
+                        "--set", "proposals.max_per_video=1")
+    return run
 
 
 def proposals_per_video(path) -> list[int]:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_runs import DIMS, train_tiny
 from clipae.cli import convert_gt_main, eval_main, import_features_main, train_main
 from clipae.models import train
 from clipae.models.run import load_run
-from clipae.models.synthetic import SyntheticSpec, generate
-from clipae.datasets import annotations, import_features
+from clipae.models.synthetic import SyntheticSpec
+from clipae.datasets import annotations
 from clipae.core.safe_npy import UnsafeFileError, load_npy
 
 WTALC = Path(__file__).parent / "data" / "thumos14" / "wtalc_npy"
@@ -72,11 +73,16 @@ def test_restricted_unpickler_runs_nothing(tmp_path):
 
 # --------------------------------------------------------------------------- W-TALC annotations
 
-def test_crafted_wtalc_annotation_folder_is_refused(tmp_path, capsys):
-    folder = tmp_path / "wtalc"
+def crafted_wtalc_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the W-TALC annotation folder whose ``videoname.npy`` would create ``MARKER`` if unpickled."""
+    folder, marker = tmp_path / "wtalc", tmp_path / "MARKER"
     shutil.copytree(WTALC, folder)
-    marker = tmp_path / "MARKER"
     crafted_object_array(folder / "videoname.npy", marker)
+    return folder, marker
+
+
+def test_crafted_wtalc_annotation_folder_is_refused(tmp_path, capsys):
+    folder, marker = crafted_wtalc_folder(tmp_path)
     with pytest.raises(annotations.AnnotationError):
         annotations.load_ground_truth(folder)
     assert convert_gt_main([str(folder), "-o", str(tmp_path / "gt.json")]) == 2
@@ -98,10 +104,7 @@ def test_crafted_wtalc_feature_file_is_refused(tmp_path, capsys):
 
 
 def test_crafted_wtalc_index_for_the_features_is_refused(tmp_path, capsys):
-    folder = tmp_path / "wtalc"
-    shutil.copytree(WTALC, folder)
-    marker = tmp_path / "MARKER"
-    crafted_object_array(folder / "videoname.npy", marker)
+    folder, marker = crafted_wtalc_folder(tmp_path)
     np.save(tmp_path / "features.npy", np.empty(0, dtype=object), allow_pickle=True)
     rc = import_features_main(["wtalc", str(tmp_path / "features.npy"), str(tmp_path / "out"),
                                "--annotations", str(folder), "--quiet"])
@@ -114,16 +117,10 @@ def test_crafted_wtalc_index_for_the_features_is_refused(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("safe_run")
-    spec = SyntheticSpec(train=8, test=4, classes=2, snippets=16,
-                         dims={"i3d_rgb": 8, "i3d_flow": 8, "clip": 8, "vggish": 4}, seed=0)
-    data = generate(root / "data", spec)
-    argv = ["--manifest", str(data["manifest"]), "--annotations", str(data["ground_truth"]),
-            "--out", str(root / "run"), "--quiet", "--rounds", "1"]
-    for o in TINY:
-        argv += ["--set", o]
-    assert train_main(argv) == 0
+    spec = SyntheticSpec(train=8, test=4, classes=2, snippets=16, dims=DIMS, seed=0)
+    run, argv = train_tiny(root, spec, "--rounds", "1", settings=TINY)
     (root / "argv.txt").write_text("\n".join(argv))
-    return root / "run"
+    return run
 
 
 def test_checkpoints_hold_only_what_weights_only_loads(run_dir):

@@ -57,10 +57,7 @@ def ok_lines(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("signal_videos")
-    for i in range(5):
-        videogen.make_video(d / f"video{i}.mp4", duration=2.0, audio="mono" if i % 2 else None)
-    return d
+    return videogen.make_videos(tmp_path_factory.mktemp("signal_videos"), [2.0] * 5, "mono")
 
 
 @pytest.fixture(scope="module")

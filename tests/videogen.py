@@ -47,6 +47,13 @@ def make_video(path, *, duration: float = 2.0, size: tuple[int, int] = (64, 48),
     return path
 
 
+def make_videos(folder: Path, durations: list[float], audio: str = "mono") -> Path:
+    """``video0.mp4``, ``video1.mp4``, ... of these durations in ``folder``; every other one has ``audio``."""
+    for i, seconds in enumerate(durations):
+        make_video(folder / f"video{i}.mp4", duration=seconds, audio=audio if i % 2 else None)
+    return folder
+
+
 def make_colour_video(path, segments: list[tuple[str, float, float]], size: tuple[int, int] = (64, 48)) -> Path:
     """Solid colours one after another: ``[(colour, seconds, fps), ...]``; different fps make it VFR."""
     inputs = ";".join(f"color=c={c}:s={size[0]}x{size[1]}:r={fps}:d={d}[v{i}]" for i, (c, d, fps) in enumerate(segments))
