@@ -30,11 +30,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import Normalize
 
 from ..core.weights import (WeightsError, WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                             seeded_random_init)
@@ -100,7 +98,10 @@ def load_clip_state(path) -> dict:
 
 
 def create_clip(model_name: str):
-    """open_clip's model (random weights, eval mode) and its evaluation transform."""
+    """open_clip's model (random weights, eval mode) and its evaluation transform. open_clip (and
+    torchvision) are imported here, not with the module: a run without the clip stream never loads them."""
+    import open_clip
+
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # open_clip warns "no pretrained weights": we load them next
     try:
@@ -158,6 +159,8 @@ class CLIPExtractor(Extractor):
         """(N, H, W, 3) uint8 → (N, 3, 224, 224) float32 on the device, through open_clip's transform."""
         if self.clip_options.clip_preprocess == "pil":
             return torch.stack([self.preprocess(Image.fromarray(f)) for f in frames]).to(self.device)
+        from torchvision.transforms import Normalize
+
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         for step in self.preprocess.transforms:
             if isinstance(step, Normalize):  # resampled images are 8-bit in the PIL path: round and clamp alike

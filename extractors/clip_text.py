@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 
@@ -44,6 +43,8 @@ class CLIPText:
             load_state_strict(f"clip {model_name}", self.model, load_clip_state(resolved.path))
         self.device = torch.device(device)
         self.model.to(self.device)
+        import open_clip   # loaded by create_clip above
+
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.weights_id = resolved.identity
         self.model_name = model_name

@@ -20,7 +20,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.models.optical_flow import raft_large, raft_small
 
 from ..core.weights import WeightsSpec, load_checkpoint, load_state_strict, resolve_weights, seeded_random_init
 from .base import NUM_VIEWS, OptionsError, crop_views
@@ -109,7 +108,6 @@ RAFT_WEIGHTS = {
                               "https://download.pytorch.org/models/raft_small_C_T_V2-01064c6d.pth",
                               sha256="01064c6d", key_format="torchvision"),
 }
-RAFT_BUILDERS = {"raft_large": raft_large, "raft_small": raft_small}
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -134,7 +132,9 @@ class RAFTFlow(FlowEstimator):
         spec = RAFT_WEIGHTS[self.variant]
         resolved = resolve_weights(spec, weights_path, random_weights, weights_dir)
         with seeded_random_init():
-            self.net = RAFT_BUILDERS[self.variant](weights=None, progress=False)
+            from torchvision.models import optical_flow   # imported when RAFT is built, not with the module
+
+            self.net = getattr(optical_flow, self.variant)(weights=None, progress=False)
         if resolved.path is not None:
             load_state_strict(self.variant, self.net, load_checkpoint(resolved.path))
         self.net.eval().to(device)
