@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from clipae.models import clustering
 from clipae.models.clipae import build_model
-from clipae.models.config import Config, ConfigError, config_from_dict, load_config, save_config
+from clipae.models.config import Config, ConfigError, TrainConfig, config_from_dict, load_config, save_config
 from clipae.models.data import (DataError, FeatureStore, TrainingSet, VideoDataset, collate, compute_feature_stats,
                                 epoch_order, extraction_settings, foreground_mask, split_validation, training_set)
 from clipae.models.losses import CLIPAELoss
@@ -90,8 +90,22 @@ def pick_device(name: str, d: Dist) -> torch.device:
     return torch.device(name)
 
 
-def _epoch_key(r: int, e: int, epochs: int) -> int:
-    return r * epochs + e
+def round_epochs(t: TrainConfig, rounds: int) -> list[int]:
+    """Epochs of each of ``rounds`` rounds: ``train.epochs_per_round`` each, or, with
+    ``train.final_round_share`` s, the same total ``rounds × epochs_per_round`` with about s of it in
+    the last round and the rest shared by the earlier ones (each at least one epoch; what does not
+    divide goes to the first rounds)."""
+    total = rounds * t.epochs_per_round
+    if rounds == 1 or t.final_round_share is None:
+        return [t.epochs_per_round] * rounds
+    last = min(total - (rounds - 1), max(1, round(t.final_round_share * total)))
+    each, extra = divmod(total - last, rounds - 1)
+    return [each + (i < extra) for i in range(rounds - 1)] + [last]
+
+
+def _epoch_key(r: int, e: int, schedule: list[int]) -> int:
+    """A run-wide index of epoch ``e`` of round ``r`` (seeds the epoch's sampling and dropout)."""
+    return sum(schedule[:r]) + e
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -127,6 +141,7 @@ class Trainer:
         if t.batch_size % d.world:
             raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the {d.world} processes")
         self.streams = cfg.required_streams()
+        self.schedule = round_epochs(t, t.rounds if t.mode == "unsupervised" else 1)
         audio = cfg.data.streams.audio if cfg.model.use_caf else None
         n = len(tset.video_ids)
         self.train_set = VideoDataset(store, tset.video_ids, self.streams, audio, np.zeros((n, self.k), np.float32),
@@ -292,10 +307,21 @@ class Trainer:
             self.round_info = {"changed": "", "agreement_nmi": "", "nmi": "", "ari": "", "cluster_acc": "",
                                "sizes": "", "cluster_s": 0.0}
         self.round, self.epoch, self.round_seconds = r, 0, float(self.round_info["cluster_s"])
+        if self.cfg.train.final_round_reinit and 0 < r == len(self.schedule) - 1:
+            self._reinitialise(r)
         self.optimizer = self._new_optimizer()
         if self.dist.main:
             self._write_assignments()
         self.save()
+
+    def _reinitialise(self, r: int) -> None:
+        """``train.final_round_reinit``: fresh weights (seeded by ``train.seed`` and ``r``) for the
+        last round, trained on clusters the earlier rounds' model found; feature statistics kept."""
+        torch.manual_seed(self.cfg.train.seed * 1_000_003 + r)
+        fresh = build_model(self.cfg, self.dims, self.k).to(self.device)
+        fresh.norm.load_state_dict(self.model.norm.state_dict())
+        self.model.load_state_dict(fresh.state_dict())
+        self.log(f"round {r}: the last round starts from freshly initialised weights (train.final_round_reinit)")
 
     def _stable(self, r: int) -> bool:
         """``cluster.stop_below``: when round ``r``'s clusters moved less than that, the rounds end and
@@ -306,7 +332,7 @@ class Trainer:
         self.log(f"round {r}: only {changed:.1%} of videos changed cluster (< cluster.stop_below "
                  f"{self.cfg.cluster.stop_below}); stopping after round {r - 1}")
         self.assignments.pop()
-        self.round, self.epoch = r - 1, self.cfg.train.epochs_per_round
+        self.round, self.epoch = r - 1, self.schedule[r - 1]
         if self.dist.main:
             self._write_assignments()
         return True
@@ -336,7 +362,7 @@ class Trainer:
 
     def _train_epoch(self, r: int, e: int) -> dict:
         t = self.cfg.train
-        key = _epoch_key(r, e, t.epochs_per_round)
+        key = _epoch_key(r, e, self.schedule)
         torch.manual_seed(t.seed * 1_000_003 + key * 97 + self.dist.rank)     # dropout of this epoch
         self.train_set.set_epoch(key)
         self.train_set.labels = self._labels()
@@ -404,8 +430,7 @@ class Trainer:
             os.replace(tmp, self.out / name)
 
     def run(self) -> None:
-        t = self.cfg.train
-        rounds = t.rounds if t.mode == "unsupervised" else 1
+        rounds = len(self.schedule)
         if self.complete:
             self.log(f"{self.out}: training already complete")
             return
@@ -419,7 +444,7 @@ class Trainer:
                 if self._stable(r):
                     break
             resumed = False
-            bar = tqdm(range(self.epoch, t.epochs_per_round), desc=f"round {r}", disable=not show, leave=False)
+            bar = tqdm(range(self.epoch, self.schedule[r]), desc=f"round {r}", disable=not show, leave=False)
             for e in bar:
                 t0 = time.time()
                 metrics = self._train_epoch(r, e)
@@ -431,10 +456,10 @@ class Trainer:
                 self.log(f"round {r} epoch {e}: " + " ".join(f"{k} {v:.4f}" for k, v in self.history["epochs"][-1].items()
                                                             if k not in ("round", "epoch", "seconds"))
                          + f" ({seconds:.1f}s)", echo=False)
-                if e + 1 == t.epochs_per_round:
+                if e + 1 == self.schedule[r]:
                     self.history["rounds"].append({"round": r, **self.round_info, **self._monitor(),
                                                    "round_s": round(self.round_seconds, 3)})
-                    self.log(f"round {r}: {t.epochs_per_round} epochs in {self.round_seconds:.1f}s; "
+                    self.log(f"round {r}: {self.schedule[r]} epochs in {self.round_seconds:.1f}s; "
                              f"loss {self.history['epochs'][-1]['total']:.4f}")
                 self.save()
                 bar.set_postfix(loss=f"{metrics['total']:.4f}")
