@@ -85,7 +85,6 @@ class TrainConfig:
     epochs_per_round: int = 60
     final_round_share: float | None = None  # fraction of the rounds x epochs_per_round budget the last
                                          # round trains (earlier rounds share the rest); None: equal rounds
-    final_round_reinit: bool = False     # the last round trains a freshly initialised model on its clusters
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 5e-4

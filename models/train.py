@@ -307,21 +307,10 @@ class Trainer:
             self.round_info = {"changed": "", "agreement_nmi": "", "nmi": "", "ari": "", "cluster_acc": "",
                                "sizes": "", "cluster_s": 0.0}
         self.round, self.epoch, self.round_seconds = r, 0, float(self.round_info["cluster_s"])
-        if self.cfg.train.final_round_reinit and 0 < r == len(self.schedule) - 1:
-            self._reinitialise(r)
         self.optimizer = self._new_optimizer()
         if self.dist.main:
             self._write_assignments()
         self.save()
-
-    def _reinitialise(self, r: int) -> None:
-        """``train.final_round_reinit``: fresh weights (seeded by ``train.seed`` and ``r``) for the
-        last round, trained on clusters the earlier rounds' model found; feature statistics kept."""
-        torch.manual_seed(self.cfg.train.seed * 1_000_003 + r)
-        fresh = build_model(self.cfg, self.dims, self.k).to(self.device)
-        fresh.norm.load_state_dict(self.model.norm.state_dict())
-        self.model.load_state_dict(fresh.state_dict())
-        self.log(f"round {r}: the last round starts from freshly initialised weights (train.final_round_reinit)")
 
     def _stable(self, r: int) -> bool:
         """``cluster.stop_below``: when round ``r``'s clusters moved less than that, the rounds end and
