@@ -360,7 +360,7 @@ class Trainer:
                             collate_fn=collate, num_workers=t.num_workers)
         self.net.train()
         self.loss.train()
-        collab_on = (e if self.cfg.loss.collab_every_round else key) >= self.cfg.loss.collab_warmup_epochs
+        collab_on = (e if self.cfg.loss.collab_every_round else key) >= self._collab_warmup(r)
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
@@ -379,6 +379,16 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             count += b
         return {k: v / count for k, v in sums.items()}
+
+    def _collab_warmup(self, r: int) -> int:
+        """Epochs of round ``r`` before the streams teach each other: ``loss.collab_warmup_epochs``
+        is for a round of ``train.epochs_per_round`` epochs; when the warm-up restarts every round
+        (``loss.collab_every_round``) it keeps that share of a round that ``train.final_round_share``
+        made longer or shorter."""
+        warmup = self.cfg.loss.collab_warmup_epochs
+        if not self.cfg.loss.collab_every_round:
+            return warmup
+        return int(warmup * self.schedule[r] / self.cfg.train.epochs_per_round + 0.5)
 
     def _check_finite(self, loss: torch.Tensor, r: int, e: int) -> None:
         """Stop before a NaN or infinite loss reaches the weights (every rank stops together);

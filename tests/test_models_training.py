@@ -204,6 +204,18 @@ def test_final_round_share_moves_epochs_to_the_last_round_with_the_total_unchang
     assert la == lb and aa == ab and all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
+def test_collab_warm_up_keeps_its_share_of_a_round_the_schedule_lengthens(data, tmp_path):
+    # 2 rounds x 2 epochs, 3/4 of the 4 epochs in the last round: [1, 3]; a warm-up of 1 epoch per
+    # 2-epoch round is then 1 epoch of round 0 (0.5, rounded half up) and 2 of round 1 (1.5)
+    over = ["train.epochs_per_round=2", "train.final_round_share=0.75", "loss.collab_warmup_epochs=1"]
+    assert run_train(data, tmp_path / "a", "--rounds", "2", overrides=over) == 0
+    collab = [(int(r["round"]), float(r["collab"]) > 0) for r in metrics(tmp_path / "a")]
+    assert collab == [(0, False), (1, False), (1, False), (1, True)]
+    assert run_train(data, tmp_path / "b", "--rounds", "2",
+                     overrides=over + ["loss.collab_every_round=false"]) == 0   # one warm-up for the run
+    assert [float(r["collab"]) > 0 for r in metrics(tmp_path / "b")] == [False, True, True, True]
+
+
 def test_clear_errors_with_counts(data, tmp_path, capsys):
     recs = read_manifest(data["manifest"])
     no_audio = []
