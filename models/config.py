@@ -83,7 +83,7 @@ class TrainConfig:
     mode: str = "unsupervised"           # or "weakly"
     rounds: int = 5                      # cluster → train → re-embed iterations (TCAM: 4-5)
     epochs_per_round: int = 60
-    final_round_share: float | None = None  # fraction of the rounds x epochs_per_round budget the last
+    final_round_share: float | None = 0.5   # fraction of the rounds x epochs_per_round budget the last
                                          # round trains (earlier rounds share the rest); None: equal rounds
     batch_size: int = 16
     lr: float = 1e-4

@@ -92,13 +92,13 @@ def pick_device(name: str, d: Dist) -> torch.device:
 
 def round_epochs(t: TrainConfig, rounds: int) -> list[int]:
     """Epochs of each of ``rounds`` rounds: ``train.epochs_per_round`` each, or, with
-    ``train.final_round_share`` s, the same total ``rounds × epochs_per_round`` with about s of it in
-    the last round and the rest shared by the earlier ones (each at least one epoch; what does not
-    divide goes to the first rounds)."""
+    ``train.final_round_share`` s, the same total ``rounds × epochs_per_round`` with s of it (rounded
+    half up) in the last round and the rest shared by the earlier ones (each at least one epoch;
+    what does not divide goes to the first rounds)."""
     total = rounds * t.epochs_per_round
     if rounds == 1 or t.final_round_share is None:
         return [t.epochs_per_round] * rounds
-    last = min(total - (rounds - 1), max(1, round(t.final_round_share * total)))
+    last = min(total - (rounds - 1), max(1, int(t.final_round_share * total + 0.5)))
     each, extra = divmod(total - last, rounds - 1)
     return [each + (i < extra) for i in range(rounds - 1)] + [last]
 

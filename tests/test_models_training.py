@@ -184,7 +184,9 @@ def test_final_round_share_moves_epochs_to_the_last_round_with_the_total_unchang
         schedule = train.round_epochs(cfg.train, rounds)
         assert sum(schedule) == rounds * epochs and min(schedule) >= 1 and len(schedule) == rounds
         assert abs(schedule[-1] - share * rounds * epochs) <= rounds or schedule[:-1] == [1] * (rounds - 1)
-    assert train.round_epochs(load_config(None, ["train.epochs_per_round=7"]).train, 3) == [7, 7, 7]
+    assert train.round_epochs(load_config(None, ["train.epochs_per_round=7"]).train, 3) == [5, 5, 11]   # default 0.5
+    assert train.round_epochs(load_config(None, ["train.epochs_per_round=7", "train.final_round_share=null"]).train,
+                              3) == [7, 7, 7]
 
     args, short = ("--rounds", "3"), ["train.epochs_per_round=2", "train.final_round_share=0.5"]
     assert run_train(data, tmp_path / "a", *args, overrides=short) == 0
