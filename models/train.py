@@ -519,7 +519,10 @@ def prepare(args: argparse.Namespace, d: Dist) -> Trainer:
     if cfg.cluster.num_clusters is None:
         cfg.cluster.num_clusters = len(gt.classes)
     if ckpt.exists():
-        saved = config_from_dict(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+        values = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        if isinstance(values, dict) and isinstance(values.get("train"), dict):
+            values["train"].setdefault("final_round_share", None)   # runs from before the key trained equal rounds
+        saved = config_from_dict(values)
         if asked:
             diff = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
             if diff:

@@ -206,6 +206,23 @@ def test_final_round_share_moves_epochs_to_the_last_round_with_the_total_unchang
     assert la == lb and aa == ab and all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
+def test_a_run_from_before_the_schedule_resumes_with_equal_rounds(data, tmp_path, monkeypatch):
+    def crash(self, r, e):
+        if (r, e) == (0, 0):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train.Trainer, "after_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(data, tmp_path / "old", "--rounds", "3",
+                  overrides=["train.epochs_per_round=2", "train.final_round_share=null"])
+    monkeypatch.undo()
+    config = tmp_path / "old" / "config.yaml"
+    values = yaml.safe_load(config.read_text())
+    del values["train"]["final_round_share"]                   # as a run folder of an earlier version has it
+    config.write_text(yaml.safe_dump(values, sort_keys=False))
+    assert run_train(data, tmp_path / "old", tiny=False) == 0
+    assert [int(r["round"]) for r in metrics(tmp_path / "old")] == [0, 0, 1, 1, 2, 2]   # not the default's 2 / 1 / 3
+
+
 def test_collab_warm_up_keeps_its_share_of_a_round_the_schedule_lengthens(data, tmp_path):
     # 2 rounds x 2 epochs, 3/4 of the 4 epochs in the last round: [1, 3]; a warm-up of 1 epoch per
     # 2-epoch round is then 1 epoch of round 0 (0.5, rounded half up) and 2 of round 1 (1.5)
