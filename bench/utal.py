@@ -123,6 +123,14 @@ def family_spec(size: Size, family: str, seed: int) -> SyntheticSpec:
     return replace(spec, train=n, test=max(spec.classes, n * 3 // 4), seed=1000 * seed + sorted(FAMILIES).index(family))
 
 
+def schedule(size: Size) -> list[int]:
+    """Epochs of each unsupervised round at this size (``train.final_round_share`` of the config)."""
+    from ..models.config import load_config
+    from ..models.train import round_epochs
+    cfg = load_config(None, [*size.overrides, f"train.epochs_per_round={size.epochs}"])
+    return round_epochs(cfg.train, size.rounds)
+
+
 def train_argv(variant: str, size: Size, paths: dict, out: Path, seed: int, split: str) -> list[str]:
     rounds, epochs = (1, size.rounds * size.epochs) if variant == "weakly" else (size.rounds, size.epochs)
     argv = [sys.executable, "-m", "clipae", "train", "--manifest", str(paths["manifest"]),
@@ -357,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seeds = [int(s) for s in a.seeds.split(",")]
     print(f"clipae-bench utal: size {a.size}, families {', '.join(families)}, variants {', '.join(variants)}, "
-          f"seeds {seeds}, {size.rounds} rounds x {size.epochs} epochs (weakly: 1 x {size.rounds * size.epochs})")
+          f"seeds {seeds}, {size.rounds} rounds of {'/'.join(map(str, schedule(size)))} epochs "
+          f"(weakly: 1 x {size.rounds * size.epochs})")
     t_all = time.time()
     table: dict[str, dict[str, Cell]] = {}
     if a.workdir:

@@ -86,6 +86,8 @@ class TrainConfig:
     mode: str = "unsupervised"           # or "weakly"
     rounds: int = 5                      # cluster → train → re-embed iterations (TCAM: 4-5)
     epochs_per_round: int = 60
+    final_round_share: float | None = 0.5   # fraction of the rounds x epochs_per_round budget the last
+                                         # round trains (earlier rounds share the rest); None: equal rounds
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 5e-4
@@ -212,6 +214,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "cluster.n_init": (1, False, None, False),
     "train.rounds": (1, False, None, False),
     "train.epochs_per_round": (1, False, None, False),
+    "train.final_round_share": (0, True, 1, False),
     "train.batch_size": (1, False, None, False),
     "train.lr": (0, True, None, False),
     "train.weight_decay": (0, False, None, False),

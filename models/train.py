@@ -38,7 +38,7 @@ from ..core.weights import WeightsError, load_checkpoint
 from ..datasets.annotations import load_ground_truth
 from . import clustering
 from .clipae import build_model
-from .config import Config, ConfigError, config_from_dict, load_config, save_config
+from .config import Config, ConfigError, TrainConfig, config_from_dict, load_config, save_config
 from .data import (DataError, FeatureStore, TrainingSet, VideoDataset, collate, compute_feature_stats, epoch_order,
                    extraction_settings, foreground_mask, split_validation, training_set)
 from .losses import CLIPAELoss
@@ -76,8 +76,22 @@ def pick_device(name: str, d: Ranks) -> torch.device:
     return torch.device(name)
 
 
-def _epoch_key(r: int, e: int, epochs: int) -> int:
-    return r * epochs + e
+def round_epochs(t: TrainConfig, rounds: int) -> list[int]:
+    """Epochs of each of ``rounds`` rounds: ``train.epochs_per_round`` each, or, with
+    ``train.final_round_share`` s, the same total ``rounds × epochs_per_round`` with s of it (rounded
+    half up) in the last round and the rest shared by the earlier ones (each at least one epoch;
+    what does not divide goes to the first rounds)."""
+    total = rounds * t.epochs_per_round
+    if rounds == 1 or t.final_round_share is None:
+        return [t.epochs_per_round] * rounds
+    last = min(total - (rounds - 1), max(1, int(t.final_round_share * total + 0.5)))
+    each, extra = divmod(total - last, rounds - 1)
+    return [each + (i < extra) for i in range(rounds - 1)] + [last]
+
+
+def _epoch_key(r: int, e: int, schedule: list[int]) -> int:
+    """A run-wide index of epoch ``e`` of round ``r`` (seeds the epoch's sampling and dropout)."""
+    return sum(schedule[:r]) + e
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -111,6 +125,7 @@ class Trainer:
         if t.batch_size % d.world_size:
             raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by the {d.world_size} processes")
         self.streams = cfg.required_streams()
+        self.schedule = round_epochs(t, t.rounds if t.mode == "unsupervised" else 1)
         n = len(tset.video_ids)
         self.train_set = VideoDataset(store, tset.video_ids, self.streams, np.zeros((n, self.k), np.float32),
                                       cfg.data.num_segments, seed=t.seed)
@@ -287,7 +302,7 @@ class Trainer:
         self.log(f"round {r}: only {changed:.1%} of videos changed cluster (< cluster.stop_below "
                  f"{self.cfg.cluster.stop_below}); stopping after round {r - 1}")
         self.assignments.pop()
-        self.round, self.epoch = r - 1, self.cfg.train.epochs_per_round
+        self.round, self.epoch = r - 1, self.schedule[r - 1]
         if self.dist.main:
             self._write_assignments()
         return True
@@ -317,7 +332,7 @@ class Trainer:
 
     def _train_epoch(self, r: int, e: int) -> dict:
         t = self.cfg.train
-        key = _epoch_key(r, e, t.epochs_per_round)
+        key = _epoch_key(r, e, self.schedule)
         torch.manual_seed(t.seed * 1_000_003 + key * 97 + self.dist.rank)     # dropout of this epoch
         self.train_set.set_epoch(key)
         self.train_set.labels = self._labels()
@@ -326,7 +341,7 @@ class Trainer:
                             collate_fn=collate, num_workers=t.num_workers)
         self.net.train()
         self.loss.train()
-        collab_on = (e if self.cfg.loss.collab_every_round else key) >= self.cfg.loss.collab_warmup_epochs
+        collab_on = (e if self.cfg.loss.collab_every_round else key) >= self._collab_warmup(r)
         sums: dict[str, float] = {}
         count = 0
         for batch in loader:
@@ -345,6 +360,16 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
             count += b
         return {k: v / count for k, v in sums.items()}
+
+    def _collab_warmup(self, r: int) -> int:
+        """Epochs of round ``r`` before the streams teach each other: ``loss.collab_warmup_epochs``
+        is for a round of ``train.epochs_per_round`` epochs; when the warm-up restarts every round
+        (``loss.collab_every_round``) it keeps that share of a round that ``train.final_round_share``
+        made longer or shorter."""
+        warmup = self.cfg.loss.collab_warmup_epochs
+        if not self.cfg.loss.collab_every_round:
+            return warmup
+        return int(warmup * self.schedule[r] / self.cfg.train.epochs_per_round + 0.5)
 
     def _check_finite(self, loss: torch.Tensor, r: int, e: int) -> None:
         """Stop before a NaN or infinite loss reaches the weights (every rank stops together);
@@ -384,8 +409,7 @@ class Trainer:
             write_text_atomic(self.out / name, text.getvalue())
 
     def run(self) -> None:
-        t = self.cfg.train
-        rounds = t.rounds if t.mode == "unsupervised" else 1
+        rounds = len(self.schedule)
         if self.complete:
             self.log(f"{self.out}: training already complete")
             return
@@ -399,7 +423,7 @@ class Trainer:
                 if self._stable(r):
                     break
             resumed = False
-            bar = tqdm(range(self.epoch, t.epochs_per_round), desc=f"round {r}", disable=not show, leave=False)
+            bar = tqdm(range(self.epoch, self.schedule[r]), desc=f"round {r}", disable=not show, leave=False)
             for e in bar:
                 t0 = time.time()
                 metrics = self._train_epoch(r, e)
@@ -411,10 +435,10 @@ class Trainer:
                 self.log(f"round {r} epoch {e}: " + " ".join(f"{k} {v:.4f}" for k, v in self.history["epochs"][-1].items()
                                                             if k not in ("round", "epoch", "seconds"))
                          + f" ({seconds:.1f}s)", echo=False)
-                if e + 1 == t.epochs_per_round:
+                if e + 1 == self.schedule[r]:
                     self.history["rounds"].append({"round": r, **self.round_info, **self._monitor(),
                                                    "round_s": round(self.round_seconds, 3)})
-                    self.log(f"round {r}: {t.epochs_per_round} epochs in {self.round_seconds:.1f}s; "
+                    self.log(f"round {r}: {self.schedule[r]} epochs in {self.round_seconds:.1f}s; "
                              f"loss {self.history['epochs'][-1]['total']:.4f}")
                 self.save()
                 bar.set_postfix(loss=f"{metrics['total']:.4f}")
@@ -475,7 +499,10 @@ def prepare(args: argparse.Namespace, d: Ranks) -> Trainer:
     if cfg.cluster.num_clusters is None:
         cfg.cluster.num_clusters = len(gt.classes)
     if ckpt.exists():
-        saved = config_from_dict(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
+        values = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        if isinstance(values, dict) and isinstance(values.get("train"), dict):
+            values["train"].setdefault("final_round_share", None)   # runs from before the key trained equal rounds
+        saved = config_from_dict(values)
         if asked:
             diff = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
             if diff:

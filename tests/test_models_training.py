@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score
 
 from clipae.cli import eval_main, train_main
 from clipae.models import train
+from clipae.models.config import load_config
 from clipae.models.run import load_run
 from clipae.models.synthetic import SyntheticSpec, generate
 from clipae.datasets.annotations import load_ground_truth
@@ -176,6 +177,61 @@ def test_same_seed_same_run_and_resume_after_interruption(data, tmp_path, monkey
     assert "resuming at round 1, epoch 1" in (tmp_path / "c" / "train.log").read_text()
 
 
+def test_final_round_share_moves_epochs_to_the_last_round_with_the_total_unchanged(data, tmp_path, monkeypatch):
+    for rounds, epochs, share in [(4, 10, 0.5), (4, 10, 0.7), (5, 60, 0.4), (3, 2, 0.9), (2, 1, 1.0)]:
+        cfg = load_config(None, [f"train.epochs_per_round={epochs}", f"train.final_round_share={share}"])
+        schedule = train.round_epochs(cfg.train, rounds)
+        assert sum(schedule) == rounds * epochs and min(schedule) >= 1 and len(schedule) == rounds
+        assert abs(schedule[-1] - share * rounds * epochs) <= rounds or schedule[:-1] == [1] * (rounds - 1)
+    assert train.round_epochs(load_config(None, ["train.epochs_per_round=7"]).train, 3) == [5, 5, 11]   # default 0.5
+    assert train.round_epochs(load_config(None, ["train.epochs_per_round=7", "train.final_round_share=null"]).train,
+                              3) == [7, 7, 7]
+
+    args, short = ("--rounds", "3"), ["train.epochs_per_round=2", "train.final_round_share=0.5"]
+    assert run_train(data, tmp_path / "a", *args, overrides=short) == 0
+    assert [int(r["round"]) for r in metrics(tmp_path / "a")] == [0, 0, 1, 2, 2, 2]     # 2 + 1 + 3 = 3 x 2
+    with open(tmp_path / "a" / "rounds.csv") as f:
+        assert [int(r["round"]) for r in csv.DictReader(f)] == [0, 1, 2]
+
+    def crash(self, r, e):
+        if (r, e) == (2, 0):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train.Trainer, "after_epoch", crash)
+    assert run_train(data, tmp_path / "b", *args, overrides=short) == 130   # Ctrl-C through clipae-train
+    monkeypatch.undo()
+    assert run_train(data, tmp_path / "b", tiny=False) == 0
+    (ma, la, aa, _), (mb, lb, ab, _) = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert la == lb and aa == ab and all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_a_run_from_before_the_schedule_resumes_with_equal_rounds(data, tmp_path, monkeypatch):
+    def crash(self, r, e):
+        if (r, e) == (0, 0):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train.Trainer, "after_epoch", crash)
+    assert run_train(data, tmp_path / "old", "--rounds", "3",
+                     overrides=["train.epochs_per_round=2", "train.final_round_share=null"]) == 130
+    monkeypatch.undo()
+    config = tmp_path / "old" / "config.yaml"
+    values = yaml.safe_load(config.read_text())
+    del values["train"]["final_round_share"]                   # as a run folder of an earlier version has it
+    config.write_text(yaml.safe_dump(values, sort_keys=False))
+    assert run_train(data, tmp_path / "old", tiny=False) == 0
+    assert [int(r["round"]) for r in metrics(tmp_path / "old")] == [0, 0, 1, 1, 2, 2]   # not the default's 2 / 1 / 3
+
+
+def test_collab_warm_up_keeps_its_share_of_a_round_the_schedule_lengthens(data, tmp_path):
+    # 2 rounds x 2 epochs, 3/4 of the 4 epochs in the last round: [1, 3]; a warm-up of 1 epoch per
+    # 2-epoch round is then 1 epoch of round 0 (0.5, rounded half up) and 2 of round 1 (1.5)
+    over = ["train.epochs_per_round=2", "train.final_round_share=0.75", "loss.collab_warmup_epochs=1"]
+    assert run_train(data, tmp_path / "a", "--rounds", "2", overrides=over) == 0
+    collab = [(int(r["round"]), float(r["collab"]) > 0) for r in metrics(tmp_path / "a")]
+    assert collab == [(0, False), (1, False), (1, False), (1, True)]
+    assert run_train(data, tmp_path / "b", "--rounds", "2",
+                     overrides=over + ["loss.collab_every_round=false"]) == 0   # one warm-up for the run
+    assert [float(r["collab"]) > 0 for r in metrics(tmp_path / "b")] == [False, True, True, True]
+
+
 def test_clear_errors_with_counts(data, tmp_path, capsys):
     recs = read_manifest(data["manifest"])
     no_audio = []
@@ -246,7 +302,8 @@ def test_a_non_finite_loss_stops_training_with_one_line(data, tmp_path, capsys, 
 
 @pytest.mark.parametrize("override,message", [("train.lr=-1", "train.lr must be greater than 0, not -1.0"),
                                               ("model.dropout=1.5", "model.dropout must be in [0, 1), not 1.5"),
-                                              ("cluster.num_clusters=0", "cluster.num_clusters must be at least 2, not 0")])
+                                              ("cluster.num_clusters=0", "cluster.num_clusters must be at least 2, not 0"),
+                                              ("train.final_round_share=0", "train.final_round_share must be in (0, 1], not 0.0")])
 def test_out_of_range_settings_are_one_line_errors(data, tmp_path, override, message):
     proc = subprocess.run([sys.executable, "-m", "clipae", "train", "--manifest", str(data["manifest"]),
                            "--annotations", str(data["ground_truth"]), "--out", str(tmp_path / "w"), "--set", override],
