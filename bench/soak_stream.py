@@ -16,6 +16,24 @@ import numpy as np
 from ..extractors.base import Extractor, SnippetBatch, register_stream
 
 
+def mean_colour(frames: np.ndarray) -> np.ndarray:
+    """``(B, L, H, W, 3)`` uint8 → ``(B, 3)`` float64: the mean R, G, B of every 4th pixel, 0..1."""
+    return frames[:, :, ::4, ::4].mean(axis=(1, 2, 3), dtype=np.float64) / 255.0
+
+
+def motion(batch: SnippetBatch) -> np.ndarray:
+    """``(B,)`` float64: mean absolute difference of each snippet's last frame and the next one (0 at the end)."""
+    last = batch.frames[:, -1].astype(np.float64)
+    change = np.abs(batch.next_frames.astype(np.float64) - last).mean(axis=(1, 2, 3)) / 255.0
+    return np.where(batch.has_next, change, 0.0)
+
+
+def rms(audio: np.ndarray) -> np.ndarray:
+    """``(B, S)`` → ``(B, 1)`` float32 root mean square."""
+    audio = audio.astype(np.float64)
+    return np.sqrt((audio ** 2).mean(axis=1, keepdims=True)).astype(np.float32)
+
+
 @register_stream("soak_colour")
 class SoakColour(Extractor):
     dim = 4
@@ -25,12 +43,7 @@ class SoakColour(Extractor):
         return {"soak": "colour"}
 
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
-        frames = batch.frames[:, :, ::4, ::4]                                   # (B, L, H/4, W/4, 3) uint8
-        colour = frames.mean(axis=(1, 2, 3), dtype=np.float64) / 255.0          # (B, 3)
-        last = batch.frames[:, -1].astype(np.float64)
-        motion = np.abs(batch.next_frames.astype(np.float64) - last).mean(axis=(1, 2, 3)) / 255.0
-        motion = np.where(batch.has_next, motion, 0.0)
-        return np.concatenate([colour, motion[:, None]], axis=1).astype(np.float32)
+        return np.concatenate([mean_colour(batch.frames), motion(batch)[:, None]], axis=1).astype(np.float32)
 
 
 @register_stream("soak_rms")
@@ -43,5 +56,4 @@ class SoakRMS(Extractor):
         return {"soak": "rms"}
 
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
-        audio = batch.audio_centred(self.audio_window).astype(np.float64)       # (B, 15360)
-        return np.sqrt((audio ** 2).mean(axis=1, keepdims=True)).astype(np.float32)
+        return rms(batch.audio_centred(self.audio_window))                     # (B, 15360) → (B, 1)

@@ -449,6 +449,14 @@ class Trainer:
         self.log(f"training complete: {self.out}")
 
 
+#: command-line switches that set one config field: flag → (section.field, value, why)
+SWITCHES = {
+    "--no-caf": ("model.use_caf", False, "no audio needed"),
+    "--no-ccp": ("model.use_ccp", False, "no clip needed"),
+    "--no-ssl": ("loss.use_ssl", False, "no Eq. 7-9"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipae-train", description="Train CLIP-AE (or the UGCT baseline) from a manifest.")
     p.add_argument("--manifest", required=True, help="manifest.jsonl written by clipae-extract")
@@ -457,9 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="bundled config name (thumos14, anet12) or YAML file")
     p.add_argument("--mode", choices=["unsupervised", "weakly"], help="sets train.mode")
     p.add_argument("--rounds", type=int, help="sets train.rounds")
-    p.add_argument("--no-caf", action="store_true", help="sets model.use_caf=false (no audio needed)")
-    p.add_argument("--no-ccp", action="store_true", help="sets model.use_ccp=false (no clip needed)")
-    p.add_argument("--no-ssl", action="store_true", help="sets loss.use_ssl=false (no Eq. 7-9)")
+    for flag, (key, value, why) in SWITCHES.items():
+        p.add_argument(flag, action="store_true", help=f"sets {key}={str(value).lower()} ({why})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--plot", action="store_true",
                    help="draw rounds.csv / metrics.csv into RUN/training.png when training ends")
@@ -480,12 +487,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, bool]:
         extra.setdefault("train", {})["mode"] = args.mode
     if args.rounds is not None:
         extra.setdefault("train", {})["rounds"] = args.rounds
-    if args.no_caf:
-        extra.setdefault("model", {})["use_caf"] = False
-    if args.no_ccp:
-        extra.setdefault("model", {})["use_ccp"] = False
-    if args.no_ssl:
-        extra.setdefault("loss", {})["use_ssl"] = False
+    for flag, (key, value, _) in SWITCHES.items():
+        if getattr(args, flag.removeprefix("--").replace("-", "_")):
+            section, name = key.split(".")
+            extra.setdefault(section, {})[name] = value
     asked = bool(args.config or extra or args.set)
     return load_config(args.config, args.set, extra), asked
 

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from clipae.bench.soak_stream import SoakRMS, mean_colour, motion
 from clipae.extractors.base import Extractor, SnippetBatch, centre_crop, register_stream
 
 
@@ -33,22 +34,13 @@ class ToyColour(Extractor):
 
     def __call__(self, batch: SnippetBatch) -> np.ndarray:
         time.sleep(self.options.extra.get("toy_delay", 0.0))
-        crop = centre_crop(batch.frames)[:, :, ::4, ::4]                       # (B, L, 56, 56, 3) uint8
-        colour = crop.mean(axis=(1, 2, 3), dtype=np.float64) / 255.0 * self.settings()["scale"]  # (B, 3)
-        motion = np.abs(batch.next_frames.astype(np.float64) - batch.frames[:, -1]).mean(axis=(1, 2, 3)) / 255.0
-        motion = np.where(batch.has_next, motion, 0.0)
-        return np.concatenate([colour, motion[:, None]], axis=1).astype(np.float32)
+        colour = mean_colour(centre_crop(batch.frames)) * self.settings()["scale"]   # (B, 3) of the 224 crop
+        return np.concatenate([colour, motion(batch)[:, None]], axis=1).astype(np.float32)
 
 
 @register_stream("toy_rms")
-class ToyRMS(Extractor):
-    dim = 1
-    inputs = ("audio",)
-    audio_window = 15360
+class ToyRMS(SoakRMS):
+    """The RMS of each snippet's 0.96 s audio window (the soak benchmark's stream, under its own name)."""
 
     def settings(self) -> dict:
         return {"window_s": 0.96}
-
-    def __call__(self, batch: SnippetBatch) -> np.ndarray:
-        audio = batch.audio_centred(self.audio_window).astype(np.float64)
-        return np.sqrt((audio ** 2).mean(axis=1, keepdims=True)).astype(np.float32)
