@@ -191,36 +191,31 @@ class Config:
         return names
 
 
-#: allowed values of the numeric fields: ``key: (low, low excluded, high, high excluded)``, None = unbounded
+#: ranges ``(low, low excluded, high, high excluded)`` of the numeric fields; None = unbounded
+AT_LEAST_1 = (1, False, None, False)
+AT_LEAST_0 = (0, False, None, False)
+POSITIVE = (0, True, None, False)
+FRACTION = (0, False, 1, False)        # [0, 1]
+FRACTION_BELOW_1 = (0, False, 1, True)  # [0, 1)
+SHARE = (0, True, 1, False)           # (0, 1]
+
+
+def _fields(bounds: tuple, *keys: str) -> dict[str, tuple]:
+    return dict.fromkeys(keys, bounds)
+
+
+#: allowed values of the numeric fields, ``section.field: range``
 RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
-    "data.num_segments": (1, False, None, False),
-    "data.val_fraction": (0, False, 1, True),
-    "cluster.stop_below": (0, False, 1, False),
-    "model.caf_dim": (1, False, None, False),
-    "model.caf_stages": (1, False, None, False),
-    "model.ccp_dim": (1, False, None, False),
-    "model.hidden_dim": (1, False, None, False),
-    "model.attention_dim": (1, False, None, False),
-    "model.dropout": (0, False, 1, True),
-    "loss.topk_ratio": (1, False, None, False),
-    "loss.attention_l1": (0, False, None, False),
-    "loss.collab_weight": (0, False, None, False),
-    "loss.collab_threshold": (0, False, 1, False),
-    "loss.collab_warmup_epochs": (0, False, None, False),
-    "loss.ssl_weight": (0, False, None, False),
-    "loss.temperature": (0, True, None, False),
-    "loss.bank_momentum": (0, False, 1, False),
+    **_fields(AT_LEAST_1, "data.num_segments", "model.caf_dim", "model.caf_stages", "model.ccp_dim",
+              "model.hidden_dim", "model.attention_dim", "loss.topk_ratio", "cluster.n_init", "train.rounds",
+              "train.epochs_per_round", "train.batch_size"),
+    **_fields(AT_LEAST_0, "loss.attention_l1", "loss.collab_weight", "loss.collab_warmup_epochs", "loss.ssl_weight",
+              "train.weight_decay", "train.seed", "train.num_workers", "train.threads"),
+    **_fields(POSITIVE, "loss.temperature", "train.lr"),
+    **_fields(FRACTION, "cluster.stop_below", "loss.collab_threshold", "loss.bank_momentum"),
+    **_fields(FRACTION_BELOW_1, "data.val_fraction", "model.dropout"),
+    **_fields(SHARE, "train.final_round_share"),
     "cluster.num_clusters": (2, False, None, False),   # None: as many as the ground truth has classes
-    "cluster.n_init": (1, False, None, False),
-    "train.rounds": (1, False, None, False),
-    "train.epochs_per_round": (1, False, None, False),
-    "train.final_round_share": (0, True, 1, False),
-    "train.batch_size": (1, False, None, False),
-    "train.lr": (0, True, None, False),
-    "train.weight_decay": (0, False, None, False),
-    "train.seed": (0, False, None, False),
-    "train.num_workers": (0, False, None, False),
-    "train.threads": (0, False, None, False),
 }
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import toy_streams  # noqa: F401
 import videogen
 from clipae.cli import extract_main as main
 from clipae.pipeline import manifest as mf
+from waiting import wait_for
 
 HERE = Path(__file__).parent
 ARGS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--batch-size", "2", "--quiet"]
@@ -44,12 +44,6 @@ def start(videos: Path, out: Path, *extra: str) -> subprocess.Popen:
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"finished before the kill: {proc.communicate()}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def kill9(proc: subprocess.Popen) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import toy_streams  # noqa: F401
 import videogen
+from clipae.cli import extract_main
 from clipae.models.synthetic import SyntheticSpec, generate
 from clipae.pipeline import manifest as mf
-from clipae.pipeline.extract_cli import main as extract_main
+from waiting import wait_for
 
 HERE = Path(__file__).parent
 ARGS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--batch-size", "2", "--quiet"]
@@ -30,12 +30,6 @@ def env() -> dict:
     return e
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"finished before the signal: {proc.communicate()}"
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def stop(proc: subprocess.Popen, signum: int, timeout: float = STOP_WITHIN_S) -> tuple[str, str, float]:
