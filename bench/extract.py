@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..core.dist import Ranks
 from ..core.weights import WeightsError
 from ..decoding.decode import InputError, VideoDecoder, backends_named
 from ..decoding.workers import DecodePool
-from ..core.dist import Ranks
 from ..pipeline.extract import (ExtractionError, ThreadDecoding, build_extractors, decode_workers_for, open_source,
                                 sources_ahead, video_job)
 from ..pipeline.extract_cli import config_from_args, parser_for

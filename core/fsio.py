@@ -1,4 +1,4 @@
-"""Files: the cache folder, atomic writes, and finding videos.
+"""Files: the cache folder, atomic writes, file digests, and finding videos.
 
 Every output clipae writes goes through :func:`replace_atomic`: the bytes go into a temporary file
 beside the target (created with mode ``0o666`` minus the umask, like any program's output), are
@@ -6,6 +6,7 @@ fsync'ed and renamed over the target, so a crash leaves the old file or the new 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -18,6 +19,22 @@ CACHE_DIR = Path(os.environ.get("CLIPAE_CACHE", Path.home() / ".cache" / "clipae
 #: file suffixes searched for as videos (lower case)
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".flv", ".wmv", ".mpg", ".mpeg",
                             ".3gp", ".ts", ".mts", ".m2ts", ".ogv", ".vob"})
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file."""
+    return digests(path, chunk)[0]
+
+
+def digests(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, in one read."""
+    h = hashlib.sha256()
+    g = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+            g.update(block)
+    return h.hexdigest(), g.hexdigest()
 
 
 def video_files(folder: str | os.PathLike) -> list[Path]:

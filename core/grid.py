@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 #: slack of the frame count: a duration a hair above ``k / fps`` (container rounding) still gives ``k`` frames
 FRAME_SLACK = 1e-6
 

@@ -24,7 +24,6 @@ sha256 is recorded as seen.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from .errors import BadInput
-from .fsio import CACHE_DIR
+from .fsio import CACHE_DIR, digests, sha256_of
 
 DEFAULT_WEIGHTS_DIR = CACHE_DIR / "weights"
 
@@ -73,25 +72,10 @@ class UnverifiedWeightsWarning(UserWarning):
     """A checkpoint was used whose spec publishes no digest to check it against."""
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    return _digests(path, chunk)[0]
-
-
-def _digests(path: str | os.PathLike, chunk: int = 1 << 20) -> tuple[str, str]:
-    """(sha256, git blob sha1) of a file, in one read."""
-    h = hashlib.sha256()
-    g = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-            g.update(block)
-    return h.hexdigest(), g.hexdigest()
-
-
 def verify_file(spec: WeightsSpec, path: str | os.PathLike) -> str:
     """The file's sha256 after checking it against the spec's digest, or a :class:`WeightsError`
     naming what was expected. A spec without any digest warns loudly and records what it saw."""
-    sha256, blob = _digests(path)
+    sha256, blob = digests(path)
     if spec.sha256:
         if not sha256.startswith(spec.sha256):
             raise WeightsError(f"{path} has sha256 {sha256}, expected {spec.sha256}…")

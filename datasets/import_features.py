@@ -42,11 +42,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..core.errors import BadInput
-from ..core.fsio import video_files
-from ..core.registry import Registry
+from ..core.fsio import sha256_of, video_files
 from ..core.grid import SnippetGrid
+from ..core.registry import Registry
 from ..core.safe_npy import load_npy
-from ..core.weights import sha256_of
 from ..pipeline import manifest as mf
 from .annotations import AnnotationError, canonical_id, load_ground_truth
 
@@ -286,8 +285,6 @@ def fit_rows(x: np.ndarray, n: int) -> np.ndarray:
     if len(x) >= n:
         return x[:n]
     return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
-
-
 
 
 @dataclass

@@ -46,8 +46,7 @@ import torch.multiprocessing as tmp
 from ..core.interrupt import default_signals_in_child
 from .batch import SnippetBatch
 from .decode import InputError, one_line
-from .snippets import (DEFAULT_STALL_TIMEOUT_S, BatchSource, End, Failure, VideoJob, produce, stalled,
-                       storage_bytes)
+from .snippets import DEFAULT_STALL_TIMEOUT_S, BatchSource, End, Failure, VideoJob, produce, stalled, storage_bytes
 
 #: seconds between checks that the other side is still alive
 POLL_S = 0.5

@@ -29,7 +29,6 @@ from .report import PROTOCOLS, default_subset, default_tious, parse_tious, score
 from .results import UNKNOWN_VIDEO_POLICIES, ResultsError, build_inputs, read_results, write_results
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipae-eval", description="Temporal detection mAP, as the official evaluators compute it.")
     src = p.add_mutually_exclusive_group(required=True)

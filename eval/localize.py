@@ -36,11 +36,10 @@ from ..extractors.base import ExtractorOptions
 from ..models.trained_on import TrainedOn
 from ..pipeline.extract import ExtractionError, extract_video
 from .mapping import CLIP_TEXT, METHODS
-from .predict import (PredictError, check_record, cluster_mapping, default_mapping_method,
-                      load_trained_run, predict_video, proposal_config, run_streams, to_entries)
+from .predict import (PredictError, check_record, cluster_mapping, default_mapping_method, load_trained_run,
+                      predict_video, run_streams, to_entries)
 from .proposals import Proposals
 from .results import write_results
-
 
 
 class Timer:
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         run = load_trained_run(args.run)
         gt = load_ground_truth(args.annotations) if args.annotations else None
         mapping = cluster_mapping(run, args.run, gt, args.mapping or default_mapping_method(args.run, gt))
-        cfg = proposal_config(run)
+        cfg = run.config.proposals   # the run's own proposal settings (defaults for older runs)
         check_random_weights(run, args.random_weights)
     if args.random_weights:
         print("clipae-localize: WARNING: --random-weights: features come from RANDOM networks, "
@@ -227,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                                        record.get("duration_s"), cfg)
     labels = list(run.classes) if mapping is None else mapping.cluster_to_class
     return _report(args, video, record, outputs, props, labels, gt, grid, timer, keep_cluster=mapping is not None)
+
+
 def _report(args, video: Path, record: dict, outputs: dict, props: Proposals, labels: list[str | None],
             gt, grid: SnippetGrid, timer: Timer, keep_cluster: bool) -> int:
     """Write ``-o`` and ``--plot``, print the summary, the table of proposals and the latency."""

@@ -29,7 +29,6 @@ from tqdm import tqdm
 from ..core.errors import BadInput
 from ..core.grid import SnippetGrid
 from ..datasets.annotations import GroundTruth, canonical_id
-from ..models.run import load_run
 from ..models.trained_on import RunError
 from ..pipeline.manifest import load_stream, read_manifest
 from .mapping import CLIP_TEXT, MAPPING_FILE, NAMES_FILE, ClusterMapping, MappingError, build_mapping
@@ -41,16 +40,14 @@ class PredictError(BadInput, ValueError):
 
 
 def load_trained_run(run_dir: str | os.PathLike):
-    """:func:`clipae.models.run.load_run`, its refusal one :class:`PredictError` line."""
+    """:func:`clipae.models.run.load_run`, its refusal one :class:`PredictError` line. The model stage
+    (torch, the networks) is imported here, so scoring a results file never loads it."""
+    from ..models import run as trained_runs
+
     try:
-        return load_run(run_dir)
+        return trained_runs.load_run(run_dir)
     except RunError as e:
         raise PredictError(str(e)) from None
-
-
-def proposal_config(run) -> ProposalConfig:
-    """The run's ``proposals`` settings (its ``Config``; defaults for a run folder older than them)."""
-    return run.config.proposals
 
 
 def run_streams(run) -> list[str]:
@@ -156,7 +153,7 @@ def predict_results(run, manifest: str | os.PathLike, gt: GroundTruth | None = N
     (see :func:`select_videos`); the notes count what was left out."""
     records = read_manifest(manifest)
     streams = run_streams(run)
-    cfg = proposal_config(run)
+    cfg = run.config.proposals
     mapping = cluster_mapping(run, run_dir, gt, mapping_method)
     labels = list(run.classes) if mapping is None else mapping.cluster_to_class
     videos = select_videos(records, gt, subset, allow_missing)

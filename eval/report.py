@@ -50,6 +50,7 @@ LAYOUTS = {
                           {"0.5:0.95": tuple(detection.ACTIVITYNET_TIOU)}),
 }
 
+
 class TiouError(BadInput, ValueError):
     """A ``--tiou`` value that cannot be read (one line)."""
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..core.errors import BadInput
-from ..decoding.batch import SnippetBatch
 from ..core.registry import Registry
+from ..decoding.batch import SnippetBatch
 
 #: modules imported on first use of the registry, so each stream registers itself.
 BUILTIN_STREAM_MODULES = ("vggish", "i3d_streams", "clip")

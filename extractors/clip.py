@@ -36,8 +36,8 @@ from PIL import Image
 
 from ..core.weights import (WeightsError, WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
                             seeded_random_init)
-from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype,
-                   crop_views, options_from_extra, precision_name, register_stream)
+from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype, crop_views,
+                   options_from_extra, precision_name, register_stream)
 from .torchscript import TorchScriptError, is_torchscript, read_state_dict
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models/"

@@ -43,7 +43,7 @@ class CLIPText:
             load_state_strict(f"clip {model_name}", self.model, load_clip_state(resolved.path))
         self.device = torch.device(device)
         self.model.to(self.device)
-        import open_clip   # loaded by create_clip above
+        import open_clip  # loaded by create_clip above
 
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.weights_id = resolved.identity

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.registry import Registry
 from ..core.weights import WeightsSpec, load_checkpoint, load_state_strict, resolve_weights, seeded_random_init
 from .base import NUM_VIEWS, OptionsError, crop_views
-from ..core.registry import Registry
 
 #: flow beyond ±FLOW_BOUND pixels is clipped (the convention of the public I3D flow features)
 FLOW_BOUND = 20.0
@@ -132,7 +132,7 @@ class RAFTFlow(FlowEstimator):
         spec = RAFT_WEIGHTS[self.variant]
         resolved = resolve_weights(spec, weights_path, random_weights, weights_dir)
         with seeded_random_init():
-            from torchvision.models import optical_flow   # imported when RAFT is built, not with the module
+            from torchvision.models import optical_flow  # imported when RAFT is built, not with the module
 
             self.net = getattr(optical_flow, self.variant)(weights=None, progress=False)
         if resolved.path is not None:

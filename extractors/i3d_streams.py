@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..core.weights import resolve_weights, seeded_random_init
-from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype,
-                   crop_views, merge_views, options_from_extra, precision_name, register_stream)
+from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype, crop_views,
+                   merge_views, options_from_extra, precision_name, register_stream)
 from .flow import FLOW_BOUND, RAFT_WEIGHTS, FlowOptions, add_flow_arguments, build_flow, scale_flow, snippet_flow
 from .i3d import FEATURE_DIM, WEIGHTS, i3d, load_i3d_weights
 

@@ -87,6 +87,7 @@ class VGGishOptions:
     vggish_postprocess: str = "none"     # ``--vggish-postprocess``: none | relu | pca
     vggish_pca: str | None = None        # ``--vggish-pca``: a local PCA parameter file (with pca)
 
+
 _CONV_CHANNELS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.dist import Ranks
 from ..core.errors import BadInput
 from ..core.fsio import video_files
 from ..core.grid import SnippetGrid
@@ -39,7 +40,6 @@ from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S, BatchSource, SnippetSou
 from ..decoding.workers import DecodePool, auto_decode_workers
 from ..extractors.base import Extractor, ExtractorOptions, SnippetBatch, get_stream
 from . import manifest as mf
-from ..core.dist import Ranks
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
 DEFAULT_STREAMS = ("i3d_rgb", "i3d_flow", "clip", "vggish")
@@ -88,8 +88,6 @@ def stream_settings(extractor: Extractor, frame_settings: FrameSettings = FrameS
     if "audio" in extractor.inputs:
         decode["audio"] = {**asdict(audio_settings), "window": extractor.audio_window}
     return {**extractor.settings(), "weights_id": extractor.weights_id, "decode": decode}
-
-
 
 
 def video_id_of(path: str | os.PathLike) -> str:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
+from ..core.dist import Ranks
 from ..core.grid import SnippetGrid
 from ..core.interrupt import EXIT_STATUS, StopSignals, exit_on_sigterm
 from ..core.weights import DEFAULT_WEIGHTS_DIR
 from ..decoding.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
 from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S
 from ..extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
-from ..core.dist import Ranks
 from .extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
 from .presets import PRESETS, describe, get_preset, manifest_entry
 

@@ -25,8 +25,7 @@ from typing import IO, Iterable, Iterator
 import numpy as np
 
 from ..core.errors import BadInput
-from ..core.fsio import replace_atomic
-from ..core.weights import sha256_of
+from ..core.fsio import replace_atomic, sha256_of
 
 MANIFEST_NAME = "manifest.jsonl"
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ class OutputError(BadInput):
 def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
     """The one line of a failed write: which file, and the system's reason."""
     return OutputError(f"cannot write {path}: {error.strerror or error}")
-
 
 
 def config_hash(grid, settings) -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from clipae.cli import localize_main
 from clipae.eval import localize
-from clipae.eval import predict as predict_mod
+from clipae.models import run as trained_runs
 from clipae.models.config import Config
 from clipae.models.trained_on import TrainedOn
 
@@ -42,7 +42,7 @@ def stand_ins(monkeypatch, tmp_path):
                  "streams": {"i3d_rgb": {}}, "weights": {"i3d_rgb": weights}}, {"i3d_rgb": rgb})
 
     holder = {}
-    monkeypatch.setattr(predict_mod, "load_run", lambda p: holder["run"])
+    monkeypatch.setattr(trained_runs, "load_run", lambda p: holder["run"])
     monkeypatch.setattr(localize, "extract_video", extract_video)
     video = tmp_path / "v.mp4"
     video.write_bytes(b"stand-in")

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from clipae.cli import eval_main, localize_main
+from clipae.datasets.annotations import GroundTruth, load_ground_truth
 from clipae.eval.mapping import MAPPING_FILE, ClusterMapping
 from clipae.eval.predict import PredictError, predict_results
-from clipae.eval import predict as predict_mod
-from clipae.models.config import Config
-from clipae.models.trained_on import TrainedOn
 from clipae.eval.report import score
 from clipae.eval.results import build_inputs
+from clipae.models import run as trained_runs
+from clipae.models.config import Config
+from clipae.models.trained_on import TrainedOn
 from clipae.pipeline import manifest as mf
-from clipae.datasets.annotations import GroundTruth, load_ground_truth
 
 CLASSES = ["A", "B", "C"]
 PERM = [2, 0, 1]           # cluster k fires on class CLASSES[PERM[k]]
@@ -127,7 +127,7 @@ def test_missing_videos_and_missing_mapping(dataset):
 
 def test_clipae_eval_run_end_to_end(dataset, monkeypatch, capsys):
     run = FakeRun(manifest=str(dataset.manifest), annotations=str(dataset.gt_path))
-    monkeypatch.setattr(predict_mod, "load_run", lambda path: run)
+    monkeypatch.setattr(trained_runs, "load_run", lambda path: run)
     out_json = dataset.run_dir / "scores.json"
     assert eval_main(["--run", str(dataset.run_dir), "--tiou", "0.3:0.7:0.1", "--json", str(out_json), "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -145,7 +145,7 @@ def test_clipae_eval_run_end_to_end(dataset, monkeypatch, capsys):
 
 def test_predictions_that_cannot_be_written_are_one_line(dataset, monkeypatch, tmp_path, capsys):
     run = FakeRun(manifest=str(dataset.manifest), annotations=str(dataset.gt_path))
-    monkeypatch.setattr(predict_mod, "load_run", lambda path: run)
+    monkeypatch.setattr(trained_runs, "load_run", lambda path: run)
     (tmp_path / "file").write_text("x")
     assert eval_main(["--run", str(dataset.run_dir), "-o", str(tmp_path / "file" / "pred.json"), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -168,7 +168,7 @@ def test_clipae_localize_with_stand_ins(dataset, monkeypatch, tmp_path, capsys):
                   "streams": {"i3d_rgb": {}, "clip": {}}, "weights": {"i3d_rgb": "sha256:aa"}}
         return record, {"i3d_rgb": rgb, "clip": np.zeros((T, 4), np.float32)}
 
-    monkeypatch.setattr(predict_mod, "load_run", lambda p: run)
+    monkeypatch.setattr(trained_runs, "load_run", lambda p: run)
     monkeypatch.setattr(localize, "extract_video", extract_video)
     video = tmp_path / "test_1.mp4"
     video.write_bytes(b"stand-in")
