@@ -88,6 +88,8 @@ class TrainConfig:
     epochs_per_round: int = 60
     final_round_share: float | None = 0.5   # fraction of the rounds x epochs_per_round budget the last
                                          # round trains (earlier rounds share the rest); None: equal rounds
+    average_epochs: float | None = 5.0   # each round ends with an exponential moving average of its
+                                         # weights over about this many epochs of steps; None: the last weights
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 5e-4
@@ -211,7 +213,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
               "train.epochs_per_round", "train.batch_size"),
     **_fields(AT_LEAST_0, "loss.attention_l1", "loss.collab_weight", "loss.collab_warmup_epochs", "loss.ssl_weight",
               "train.weight_decay", "train.seed", "train.num_workers", "train.threads"),
-    **_fields(POSITIVE, "loss.temperature", "train.lr"),
+    **_fields(POSITIVE, "loss.temperature", "train.lr", "train.average_epochs"),
     **_fields(FRACTION, "cluster.stop_below", "loss.collab_threshold", "loss.bank_momentum"),
     **_fields(FRACTION_BELOW_1, "data.val_fraction", "model.dropout"),
     **_fields(SHARE, "train.final_round_share"),

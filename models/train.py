@@ -9,9 +9,9 @@ the true video labels. Multi-GPU: ``torchrun --nproc_per_node=N -m clipae train 
 
 The run folder holds ``config.yaml`` (resolved), ``extraction.json`` (grid, stream settings and
 weights of the training features), ``checkpoint.pt`` (rewritten atomically after every epoch: model
-with feature statistics, optimizer, memory bank, cluster ids and centres), ``assignments.json``,
-``metrics.csv`` (losses per epoch), ``rounds.csv`` (cluster sizes, NMI / ARI, time per round) and
-``train.log``. Running the same command again resumes from the checkpoint.
+with feature statistics, optimizer, the round's weight average, memory bank, cluster ids and
+centres), ``assignments.json``, ``metrics.csv`` (losses per epoch), ``rounds.csv`` (cluster sizes,
+NMI / ARI, time per round) and ``train.log``. Running the same command again resumes from the checkpoint.
 """
 from __future__ import annotations
 
@@ -94,6 +94,40 @@ def _epoch_key(r: int, e: int, schedule: list[int]) -> int:
     return sum(schedule[:r]) + e
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights over the steps of one round.
+
+    With ``decay = 1 − 1 / (epochs × steps per epoch)`` it averages about the last ``epochs`` epochs;
+    :meth:`apply` gives the model those averaged weights at the end of the round, so the model that
+    embeds the videos for the next round's clusters, and the one that is saved, is the average.
+    Integer buffers are copied, not averaged. ``state`` (a dict of tensors, or None before the
+    round's first step) is part of the checkpoint, so a resumed round averages the same steps."""
+
+    def __init__(self, epochs: float | None, steps_per_epoch: int):
+        self.decay = None if epochs is None else 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
+        self.state: dict[str, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        if self.decay is None:
+            return
+        current = model.state_dict()
+        if self.state is None:
+            self.state = {k: v.detach().clone() for k, v in current.items()}
+            return
+        for k, v in current.items():
+            if v.dtype.is_floating_point:
+                self.state[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+    def apply(self, model: torch.nn.Module) -> None:
+        """The round ends: ``model`` takes the averaged weights and the average starts again."""
+        if self.state is not None and self.decay is not None:
+            model.load_state_dict(self.state)
+        self.state = None
+
+
 def _write_json_atomic(path: Path, obj) -> None:
     write_json_atomic(path, obj, indent=1, sort_keys=True)
 
@@ -140,6 +174,8 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
         self.optimizer = None
+        steps = -(-len(self.train_set) // (t.batch_size // d.world_size * d.world_size))
+        self.average = WeightAverage(t.average_epochs, steps)
         self.round, self.epoch, self.complete = 0, 0, False
         self.assignments: list[np.ndarray] = []
         self.centres = np.zeros((0, 0), np.float32)
@@ -168,6 +204,7 @@ class Trainer:
                 "format": CHECKPOINT_FORMAT, "round": self.round, "epoch": self.epoch, "complete": self.complete,
                 "model": self.model.state_dict(), "loss": self.loss.state_dict(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "average": self.average.state,
                 "assignments": [a.tolist() for a in self.assignments],
                 "centres": torch.from_numpy(np.ascontiguousarray(self.centres, dtype=np.float32)),
                 "round_seconds": self.round_seconds, "round_info": self.round_info, "history": self.history,
@@ -190,6 +227,7 @@ class Trainer:
         self.centres = np.asarray(state["centres"], dtype=np.float32)
         self.round_seconds = state["round_seconds"]
         self.round_info, self.history = state["round_info"], state["history"]
+        self.average.state = state.get("average")           # checkpoints of earlier versions: none
         if state["optimizer"] is not None:
             self.optimizer = self._new_optimizer()
             self.optimizer.load_state_dict(state["optimizer"])
@@ -354,6 +392,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
             self.optimizer.step()
+            self.average.update(self.model)
             self.loss.update_bank(self._gather)
             b = batch["index"].shape[0]
             for k, v in parts.items():
@@ -436,6 +475,7 @@ class Trainer:
                                                             if k not in ("round", "epoch", "seconds"))
                          + f" ({seconds:.1f}s)", echo=False)
                 if e + 1 == self.schedule[r]:
+                    self.average.apply(self.model)
                     self.history["rounds"].append({"round": r, **self.round_info, **self._monitor(),
                                                    "round_s": round(self.round_seconds, 3)})
                     self.log(f"round {r}: {self.schedule[r]} epochs in {self.round_seconds:.1f}s; "
@@ -507,6 +547,7 @@ def prepare(args: argparse.Namespace, d: Ranks) -> Trainer:
         values = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
         if isinstance(values, dict) and isinstance(values.get("train"), dict):
             values["train"].setdefault("final_round_share", None)   # runs from before the key trained equal rounds
+            values["train"].setdefault("average_epochs", None)      # ... and ended rounds on their last weights
         saved = config_from_dict(values)
         if asked:
             diff = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)

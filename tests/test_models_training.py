@@ -209,15 +209,19 @@ def test_a_run_from_before_the_schedule_resumes_with_equal_rounds(data, tmp_path
         if (r, e) == (0, 0):
             raise KeyboardInterrupt
     monkeypatch.setattr(train.Trainer, "after_epoch", crash)
-    assert run_train(data, tmp_path / "old", "--rounds", "3",
-                     overrides=["train.epochs_per_round=2", "train.final_round_share=null"]) == 130
+    before = ["train.epochs_per_round=2", "train.final_round_share=null", "train.average_epochs=null"]
+    assert run_train(data, tmp_path / "old", "--rounds", "3", overrides=before) == 130
     monkeypatch.undo()
     config = tmp_path / "old" / "config.yaml"
     values = yaml.safe_load(config.read_text())
     del values["train"]["final_round_share"]                   # as a run folder of an earlier version has it
+    del values["train"]["average_epochs"]
     config.write_text(yaml.safe_dump(values, sort_keys=False))
     assert run_train(data, tmp_path / "old", tiny=False) == 0
     assert [int(r["round"]) for r in metrics(tmp_path / "old")] == [0, 0, 1, 1, 2, 2]   # not the default's 2 / 1 / 3
+    assert run_train(data, tmp_path / "then", "--rounds", "3", overrides=before) == 0  # as that version trained
+    (m_old, *_), (m_then, *_) = _state(tmp_path / "old"), _state(tmp_path / "then")
+    assert all(torch.equal(m_old[k], m_then[k]) for k in m_then)                        # no averaging either
 
 
 def test_collab_warm_up_keeps_its_share_of_a_round_the_schedule_lengthens(data, tmp_path):
@@ -310,3 +314,56 @@ def test_out_of_range_settings_are_one_line_errors(data, tmp_path, override, mes
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"clipae-train: error: {message}"]
     assert not (tmp_path / "w").exists()
+
+
+def test_weight_average_is_an_exponential_moving_average_of_the_steps():
+    model = torch.nn.Linear(2, 1)
+    model.register_buffer("count", torch.tensor(0))
+    avg = train.WeightAverage(epochs=2, steps_per_epoch=2)           # decay 1 - 1/4
+    assert avg.decay == 0.75 and train.WeightAverage(None, 5).decay is None
+    seen = []
+    for step in range(3):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+            model.count.fill_(step)
+        seen.append(float(step))
+        avg.update(model)
+    expected = 0.75 * (0.75 * 0.0 + 0.25 * 1.0) + 0.25 * 2.0
+    avg.apply(model)
+    assert torch.allclose(model.weight, torch.full_like(model.weight, expected)) and int(model.count) == 2
+    assert avg.state is None                                         # the next round averages afresh
+
+
+def test_each_round_ends_with_the_averaged_weights_and_a_resumed_round_averages_the_same_steps(
+        data, tmp_path, monkeypatch):
+    over = ["train.epochs_per_round=2", "train.average_epochs=1"]
+    steps: list[dict] = []
+    update = train.WeightAverage.update
+
+    def record(self, model):
+        steps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        update(self, model)
+    monkeypatch.setattr(train.WeightAverage, "update", record)
+    assert run_train(data, tmp_path / "a", "--rounds", "1", overrides=over) == 0
+    monkeypatch.undo()
+    decay = 1 - 1 / 6                                                # 24 videos, batches of 4: 6 steps an epoch
+    expected = {k: v.clone() for k, v in steps[0].items()}
+    for s in steps[1:]:
+        for k, v in s.items():
+            expected[k] = expected[k] * decay + v * (1 - decay) if v.dtype.is_floating_point else v
+    saved, *_ = _state(tmp_path / "a")
+    assert len(steps) == 12
+    assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in saved)
+    learnt = [k for k, v in steps[0].items() if not torch.equal(v, steps[-1][k])]
+    assert learnt and not all(torch.allclose(saved[k], steps[-1][k]) for k in learnt)   # not the last weights
+
+    def crash(self, r, e):
+        if (r, e) == (0, 0):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train.Trainer, "after_epoch", crash)
+    assert run_train(data, tmp_path / "b", "--rounds", "1", overrides=over) == 130
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["average"] is not None   # mid-round
+    monkeypatch.undo()
+    assert run_train(data, tmp_path / "b", tiny=False) == 0
+    resumed, *_ = _state(tmp_path / "b")
+    assert all(torch.equal(saved[k], resumed[k]) for k in saved)
