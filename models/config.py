@@ -88,7 +88,7 @@ class TrainConfig:
     epochs_per_round: int = 60
     final_round_share: float | None = 0.5   # fraction of the rounds x epochs_per_round budget the last
                                          # round trains (earlier rounds share the rest); None: equal rounds
-    average_epochs: float | None = 5.0   # each round ends with an exponential moving average of its
+    average_epochs: float | None = 10.0  # each round ends with an exponential moving average of its
                                          # weights over about this many epochs of steps; None: the last weights
     batch_size: int = 16
     lr: float = 1e-4
