@@ -16,6 +16,8 @@ size with ``--frame-size WxH``) unless ``--video`` names a file; audio windows (
 noise; weights are random unless ``--weights-dir`` holds the real ones (the speed does not depend
 on the weights). Decoding is not timed here. ``--crop N`` shrinks the I3D input (224 by default)
 for quick smoke runs only (``clipae-bench gpu --dry-run``); such rows are not the features' cost.
+``--profile N`` also runs one more batch under ``torch.profiler`` and prints the N operators that
+took the most of its time (self time, CPU and CUDA): where a stream's time goes.
 ``--json PATH`` also writes the rows as JSON. Each stream's process is stopped after
 ``--timeout`` seconds; ``--in-process`` runs them all in the benchmark's own process instead.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import queue as queues
 import sys
 import time
@@ -85,9 +88,27 @@ def load_frames(video: str | None, count: int, short_side: int = 256, size: tupl
     return np.stack(frames)
 
 
+def profile_batch(stream, batch: SnippetBatch, top: int) -> list[dict]:
+    """The ``top`` operators by self time of one call of ``stream`` on ``batch``, under
+    ``torch.profiler``: ``[{"op", "ms", "share", "calls"}]``, ``share`` of the call's summed self time."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")      # the profiler's own start-up chatter off
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, acc_events=True) as prof:
+        stream(batch)
+        sync(torch.device(stream.options.device))
+    events = prof.key_averages()
+    def self_us(e):
+        return e.self_cpu_time_total + getattr(e, "self_device_time_total", 0)
+    total = sum(self_us(e) for e in events) or 1.0
+    ranked = sorted(events, key=self_us, reverse=True)[:top]
+    return [{"op": e.key, "ms": self_us(e) / 1e3, "share": self_us(e) / total, "calls": e.count} for e in ranked]
+
+
 def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, length: int, batches: int,
-                     crop: int | None = None) -> dict:
-    """Time one stream in this process: snippets/s, peak memory (bytes), FLOP per snippet.
+                     crop: int | None = None, profile_top: int = 0) -> dict:
+    """Time one stream in this process: snippets/s, peak memory (bytes), FLOP per snippet, and with
+    ``profile_top`` the operators that took most of one more batch's time.
     ``crop``: the I3D input size instead of 224 (smoke runs)."""
     device = torch.device(options.device)
     stream = get_stream(name)(options)
@@ -110,7 +131,7 @@ def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, l
         stream(one)
     return {"stream": name, "snippets_per_s": batches * len(batch) / seconds, "peak_bytes": peak,
             "flop_per_snippet": counter.get_total_flops(), "weights": stream.weights_id,
-            "settings": stream.settings()}
+            "settings": stream.settings(), "profile": profile_batch(stream, batch, profile_top) if profile_top else []}
 
 
 def _child(queue, *args) -> None:
@@ -135,6 +156,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
                         help="size of the random frames (default %(default)s: 320x180 video, short side 256)")
     parser.add_argument("--crop", type=int, default=None, metavar="N",
                         help="I3D input size instead of 224, for quick smoke runs only")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print the N operators that took most of one more batch's time")
     parser.add_argument("--json", metavar="PATH", help="also write the rows to this JSON file")
     parser.add_argument("--in-process", action="store_true",
                         help="run every stream in this process (quicker start; peak memory is then this process's "
@@ -212,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         options = ExtractorOptions(device=device, batch_size=args.batch_size, random_weights=not args.weights_dir,
                                    weights_dir=args.weights_dir, extra={d: getattr(args, d) for d in dests[name]})
-        job = (name, options, frames, args.snippet_length, args.batches, args.crop)
+        job = (name, options, frames, args.snippet_length, args.batches, args.crop, args.profile)
         if args.in_process:
             try:
                 status, r = "ok", benchmark_stream(*job)
@@ -231,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:10} {r['snippets_per_s']:10.3f} {r['x_real_time']:11.3f} "
               f"{r['peak_bytes'] / 2**20:9.0f} {r['flop_per_snippet'] / 1e9:10.1f} {achieved / 1e9:8.1f} "
               f"{r['matmul_fraction']:9.1%}  {shown}")
+        for p in r["profile"]:
+            print(f"{'':10}   {p['share']:6.1%} {p['ms']:9.1f} ms  {p['calls']:5d} calls  {p['op']}")
     if args.json:
         try:
             with open(args.json, "w", encoding="utf-8") as f:

@@ -44,3 +44,16 @@ def test_bad_input(capsys):
     assert main(["--streams", "no_such", "--device", "cpu", "--in-process", "--frame-size", "8x8"]) == 2
     assert "unknown stream 'no_such'" in capsys.readouterr().err
     assert frame_size("455x256") == (455, 256)
+
+
+def test_profile_lists_the_operators_that_took_the_time(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert main(["--streams", "vggish", "--device", "cpu", "--batch-size", "2", "--batches", "1", "--in-process",
+                 "--frame-size", "32x24", "--profile", "3", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    ops = row["profile"]
+    assert len(ops) == 3 and all(p["ms"] > 0 and 0 < p["share"] <= 1 and p["calls"] >= 1 for p in ops)
+    assert ops[0]["ms"] >= ops[1]["ms"] >= ops[2]["ms"]
+    assert any("conv" in p["op"] or "mm" in p["op"] or "linear" in p["op"] for p in ops)   # VGGish is convolutions
+    printed = capsys.readouterr().out
+    assert all(p["op"] in printed for p in ops)
