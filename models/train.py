@@ -19,6 +19,7 @@ import argparse
 import csv
 import dataclasses
 import io
+import math
 import sys
 import time
 from pathlib import Path
@@ -123,7 +124,7 @@ class WeightAverage:
 
     def apply(self, model: torch.nn.Module) -> None:
         """The round ends: ``model`` takes the averaged weights and the average starts again."""
-        if self.state is not None and self.decay is not None:
+        if self.state is not None:
             model.load_state_dict(self.state)
         self.state = None
 
@@ -174,8 +175,7 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
         self.optimizer = None
-        steps = -(-len(self.train_set) // (t.batch_size // d.world_size * d.world_size))
-        self.average = WeightAverage(t.average_epochs, steps)
+        self.average = WeightAverage(t.average_epochs, steps_per_epoch=math.ceil(n / t.batch_size))
         self.round, self.epoch, self.complete = 0, 0, False
         self.assignments: list[np.ndarray] = []
         self.centres = np.zeros((0, 0), np.float32)
