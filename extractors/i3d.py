@@ -83,7 +83,21 @@ class Unit3D(nn.Module):
         x = self.conv3d(x)
         if self.bn is not None:
             x = self.bn(x)
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x   # in place: x is this unit's own output
+
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Inference only: put the BatchNorm's running statistics into the convolution,
+        ``W' = W·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)`` (computed in float64), and drop the BatchNorm.
+        The output equals the unfolded unit's up to float rounding, without the extra pass over the
+        activations and the buffer it writes."""
+        if self.bn is None:
+            return
+        bn, w = self.bn, self.conv3d.weight
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        w.copy_((w.double() * scale.view(-1, 1, 1, 1, 1)).to(w.dtype))
+        self.conv3d.bias = nn.Parameter((bn.bias.double() - bn.running_mean.double() * scale).to(w.dtype))
+        self.bn = None
 
 
 class MaxPool3dSame(nn.Module):
@@ -167,6 +181,14 @@ class InceptionI3d(nn.Module):
         for m in self.modules():  # He init keeps random (--random-weights) activations of order 1
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+
+    def fold_batch_norm(self) -> InceptionI3d:
+        """For inference once the weights are loaded: every unit's BatchNorm folded into its
+        convolution (:meth:`Unit3D.fold_batch_norm`); the state dict then has no ``bn`` keys."""
+        for m in self.modules():
+            if isinstance(m, Unit3D):
+                m.fold_batch_norm()
+        return self
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T, H, W)`` → ``Mixed_5c`` output ``(B, 1024, ceil(T/8), ceil(H/32), ceil(W/32))``."""

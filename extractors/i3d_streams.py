@@ -48,7 +48,7 @@ class I3DStream(Extractor):
             self.net = i3d(self.modality)
         if resolved.path is not None:
             load_i3d_weights(self.net, resolved.path, name=self.name)
-        self.net.to(options.device)
+        self.net.fold_batch_norm().to(options.device)
         self.weights_id = resolved.identity
         self.device = torch.device(options.device)
         self.autocast = autocast_dtype(self.device)

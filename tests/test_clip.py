@@ -44,6 +44,20 @@ def test_rows_are_open_clips_encode_image_averaged(checkpoint):
     np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-5)
 
 
+def test_the_inference_quickgelu_gives_open_clips_bits(checkpoint):
+    path, model, _ = checkpoint
+    stream = get_stream("clip")(ExtractorOptions(weights_paths={"clip": str(path)}, extra={"clip_model": "ViT-B-32"}))
+    acts = [m for m in stream.model.modules() if isinstance(m, (open_clip.transformer.QuickGELU,
+                                                                clip_stream.InferenceQuickGELU))]
+    assert len(acts) == 24 and all(isinstance(m, clip_stream.InferenceQuickGELU) for m in acts)  # 12 + 12 blocks
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(stream.model.encode_image(x), model.encode_image(x))
+    y = torch.randn(4, 8, requires_grad=True)  # with a gradient recorded it is open_clip's formula
+    clip_stream.InferenceQuickGELU()(y).sum().backward()
+    torch.testing.assert_close(y.grad, torch.func.grad(lambda t: (t * torch.sigmoid(1.702 * t)).sum())(y.detach()))
+
+
 def test_tensor_preprocessing_stays_close_to_pil(checkpoint):
     path, _, preprocess = checkpoint
     frames = decode_frames(2, video="v_ZNVhz7ctTq0.mp4")
