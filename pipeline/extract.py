@@ -254,9 +254,13 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
                     start += rows
                 if not spans:
                     continue
+                batch = event.batch
+                if sum(rows for _, _, rows in spans) < start:  # rows of a video that failed earlier: left out
+                    batch = SnippetBatch.concat([batch.rows(first, first + rows) for _, first, rows in spans])
+                    spans = [(key, sum(r for _, _, r in spans[:i]), rows) for i, (key, _, rows) in enumerate(spans)]
                 extractors = live[spans[0][0]].extractors
                 try:
-                    out = run(event.batch, extractors)
+                    out = run(batch, extractors)
                     pieces = {key: {n: a[first:first + rows] for n, a in out.items()} for key, first, rows in spans}
                 except Exception as e:
                     if len(spans) == 1:
@@ -265,7 +269,7 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
                     pieces = {}  # try each video alone, to fail only those the error belongs to
                     for key, first, rows in spans:
                         try:
-                            pieces[key] = run(event.batch.rows(first, first + rows), extractors)
+                            pieces[key] = run(batch.rows(first, first + rows), extractors)
                         except Exception as e:
                             yield failed(key, e, traceback.format_exc())
                 for key, _, rows in spans:
