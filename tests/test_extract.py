@@ -326,3 +326,13 @@ def test_recycled_frame_buffers_are_reused_only_once_released():
     del b, c
     assert len(pool._free) == 1        # keep=1: the second idle buffer goes back to the system
 
+
+def test_the_default_batch_size_is_4_on_the_cpu_and_16_on_a_gpu():
+    from clipae.core.dist import Ranks
+    from clipae.pipeline.extract_cli import build_parser, config_from_args
+    parser, dests = build_parser()
+    for argv, want in ((["--device", "cpu"], 4), (["--device", "cuda"], 16), (["--device", "cpu", "--batch-size", "9"], 9)):
+        config = config_from_args(parser.parse_args([str(DATA), "out", *argv]), dests, Ranks())
+        assert {o.batch_size for o in config.options.values()} == {want}, argv
+    with pytest.raises(extract.ExtractionError, match="--batch-size must be at least 1"):
+        config_from_args(parser.parse_args([str(DATA), "out", "--batch-size", "0"]), dests, Ranks())
