@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_decode(config.videos, config.grid.fps, config.decoders)
             extractors = build_extractors(config.streams, config.options)
             bench_batches(config, list(extractors.values()))
-            print(f"streams (batch size {args.batch_size}, first video):")
+            print(f"streams (batch size {next(iter(config.options.values())).batch_size}, first video):")
             bench_streams(config, extractors, device, yardstick, args.bench_batches)
         except (ExtractionError, WeightsError) as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -22,5 +22,6 @@ def test_bench_extract_prints_each_section(tmp_path, capsys, monkeypatch):
     assert re.search(r"snippet batches, thread: [\d.]+ s = [\d.]+x real time", out)
     assert re.search(r"snippet batches, 1 decoding process: [\d.]+ s", out)
     assert re.search(r"toy_colour: [\d.]+ snippets/s", out)
+    assert "streams (batch size 4, first video):" in out  # the CPU default of clipae-extract, resolved
     runs = re.findall(r"clipae-extract end to end (.*): 2 ok, 0 failed.*\(exit 0\)", out)
     assert runs == ["--decode-workers 0", "--per-video-batches --decode-workers 1"]
