@@ -2,6 +2,8 @@
 
 Prints, for this machine:
 
+0. start-up: seconds from the imports to the first batch's features (networks built, first batch
+   of the first video decoded, the networks on it);
 1. matmul FLOP/s of the device (float32, 2048 x 2048), the yardstick for the streams;
 2. decoding alone: grid frames per second and times real time, per video and in total; then
    the snippet batches the streams would get (frames and audio), of all videos, cut in a thread
@@ -59,6 +61,29 @@ def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> N
         print(f"  {path.name}: {timing.num_frames} frames at {timing.native_fps:.2f} fps -> {frames} grid frames "
               f"in {took:.2f} s = {frames / took:.0f} frames/s ({decoder.backend})")
     print(f"  total: {total_frames / total_s:.0f} grid frames/s, {total_video / total_s:.1f}x real time")
+
+
+def bench_startup(config) -> dict:
+    """The first snippet's features, timed from here (torch and clipae imported): the networks
+    built with their weights, the first video opened and its first batch decoded, the networks run
+    on that batch. Returns the extractors, which the later sections use."""
+    t0 = time.perf_counter()
+    extractors = build_extractors(config.streams, config.options)
+    t1 = time.perf_counter()
+    source = open_source(config.videos[0], extractors.values(), config.grid, decoders=config.decoders)
+    try:
+        batch = next(iter(source))
+        t2 = time.perf_counter()
+        for ex in extractors.values():
+            if "audio" not in ex.inputs or batch.audio is not None:
+                ex(batch)
+        sync(next(iter(config.options.values())).device)
+    finally:
+        source.close()
+    t3 = time.perf_counter()
+    print(f"start-up after import: {t3 - t0:.2f} s to the first batch's features ({len(batch)} snippets; networks "
+          f"built {t1 - t0:.2f} s, first batch decoded {t2 - t1:.2f} s, networks on it {t3 - t2:.2f} s)")
+    return extractors
 
 
 def bench_batches(config, extractors: list) -> None:
@@ -177,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             device = next(iter(config.options.values())).device
             print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
                   f"device {device}")
+            extractors = bench_startup(config)
             yardstick = matmul_flops(device)
             print(f"matmul 2048x2048 float32: {yardstick / 1e9:.1f} GFLOP/s")
             print(f"decoding ({config.grid.fps:g} fps grid, short side {config.frame_settings.short_side}):")
             bench_decode(config.videos, config.grid.fps, config.decoders)
-            extractors = build_extractors(config.streams, config.options)
             bench_batches(config, list(extractors.values()))
             print(f"streams (batch size {next(iter(config.options.values())).batch_size}, first video):")
             bench_streams(config, extractors, device, yardstick, args.bench_batches)

@@ -19,6 +19,8 @@ def test_bench_extract_prints_each_section(tmp_path, capsys, monkeypatch):
                  "--variants=--decode-workers 0|--per-video-batches --decode-workers 1"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"matmul 2048x2048 float32: [\d.]+ GFLOP/s", out)
+    assert re.search(r"start-up after import: [\d.]+ s to the first batch's features \(\d+ snippets; networks built "
+                     r"[\d.]+ s, first batch decoded [\d.]+ s, networks on it [\d.]+ s\)", out)
     assert re.search(r"snippet batches, thread: [\d.]+ s = [\d.]+x real time", out)
     assert re.search(r"snippet batches, 1 decoding process: [\d.]+ s", out)
     assert re.search(r"toy_colour: [\d.]+ snippets/s", out)
