@@ -39,8 +39,8 @@ from ..core.dist import Ranks
 from ..core.weights import WeightsError
 from ..decoding.decode import InputError, VideoDecoder, backends_named
 from ..decoding.workers import DecodePool
-from ..pipeline.extract import (ExtractionError, ThreadDecoding, build_extractors, decode_workers_for, open_source,
-                                sources_ahead, video_job)
+from ..pipeline.extract import (ExtractionError, ThreadDecoding, batch_size_of, build_extractors, decode_workers_for,
+                                open_source, sources_ahead, video_job)
 from ..pipeline.extract_cli import config_from_args, parser_for
 from .measure import MiB, RSSSampler, run_measured
 from .streams import matmul_flops, sync
@@ -63,7 +63,7 @@ def bench_decode(videos: list[Path], fps: float, decoders: tuple[str, ...]) -> N
     print(f"  total: {total_frames / total_s:.0f} grid frames/s, {total_video / total_s:.1f}x real time")
 
 
-def bench_startup(config) -> dict:
+def bench_startup(config, device: torch.device) -> dict:
     """The first snippet's features, timed from here (torch and clipae imported): the networks
     built with their weights, the first video opened and its first batch decoded, the networks run
     on that batch. Returns the extractors, which the later sections use."""
@@ -77,7 +77,7 @@ def bench_startup(config) -> dict:
         for ex in extractors.values():
             if "audio" not in ex.inputs or batch.audio is not None:
                 ex(batch)
-        sync(next(iter(config.options.values())).device)
+        sync(device)
     finally:
         source.close()
     t3 = time.perf_counter()
@@ -202,13 +202,13 @@ def main(argv: list[str] | None = None) -> int:
             device = next(iter(config.options.values())).device
             print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
                   f"device {device}")
-            extractors = bench_startup(config)
+            extractors = bench_startup(config, device)
             yardstick = matmul_flops(device)
             print(f"matmul 2048x2048 float32: {yardstick / 1e9:.1f} GFLOP/s")
             print(f"decoding ({config.grid.fps:g} fps grid, short side {config.frame_settings.short_side}):")
             bench_decode(config.videos, config.grid.fps, config.decoders)
             bench_batches(config, list(extractors.values()))
-            print(f"streams (batch size {next(iter(config.options.values())).batch_size}, first video):")
+            print(f"streams (batch size {batch_size_of(extractors.values())}, first video):")
             bench_streams(config, extractors, device, yardstick, args.bench_batches)
         except (ExtractionError, WeightsError) as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)

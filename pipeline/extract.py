@@ -247,17 +247,18 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
                 if event.key in live:
                     live[event.key].decoded = True
             else:  # Packed
-                spans, start = [], 0   # (video, first row, rows) of the videos still live
+                # (video, first row, rows) of the videos still live, in the batch of their rows only:
+                # the rows of a video that failed earlier are left out, so they cannot fail the others
+                spans, kept, start, live_rows = [], [], 0, 0
                 for key, rows in event.parts:
                     if key in live:
-                        spans.append((key, start, rows))
+                        spans.append((key, live_rows, rows))
+                        kept.append(event.batch.rows(start, start + rows))
+                        live_rows += rows
                     start += rows
                 if not spans:
                     continue
-                batch = event.batch
-                if sum(rows for _, _, rows in spans) < start:  # rows of a video that failed earlier: left out
-                    batch = SnippetBatch.concat([batch.rows(first, first + rows) for _, first, rows in spans])
-                    spans = [(key, sum(r for _, _, r in spans[:i]), rows) for i, (key, _, rows) in enumerate(spans)]
+                batch = event.batch if live_rows == start else SnippetBatch.concat(kept)
                 extractors = live[spans[0][0]].extractors
                 try:
                     out = run(batch, extractors)
