@@ -358,3 +358,21 @@ def test_options_are_declared_and_checked(random_extractor):
         VGGishExtractor(_options(random_weights=True, vggish_pca="p.pth"))
     with pytest.raises(ValueError, match=r"\(B, 15600\)"):
         random_extractor(_batch(np.zeros((2, 16000), np.float32)))
+
+
+def test_builder_gives_real_cpu_tensors_without_the_to_empty_import():
+    """The meta-device build is materialised in place: every parameter and buffer is a CPU tensor
+    of its declared shape, and the start-up cost of ``Module.to_empty`` (its first call imports
+    torch's symbolic-shape machinery, about half a second) is not paid."""
+    import subprocess
+    import sys
+    code = ("import sys; from clipae.extractors.vggish import vggish; m = vggish(None); "
+            "ts = list(m.parameters()) + list(m.buffers()); "
+            "assert all(t.device.type == 'cpu' and t.is_leaf for t in ts), 'not materialised'; "
+            "assert all(p.requires_grad for p in m.parameters()); "
+            "print(int('torch.fx.experimental.symbolic_shapes' in sys.modules), sum(t.numel() for t in ts))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    refs, numel = out.stdout.split()
+    assert refs == "0"
+    assert int(numel) == sum(math.prod(s) for s in TORCHVGGISH_SHAPES.values())
