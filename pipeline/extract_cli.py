@@ -89,7 +89,7 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
                         help="where known checkpoints are downloaded and looked up (default: %(default)s)")
     parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                         help="use this local checkpoint for NAME (a stream, or a file a stream declares, e.g. "
-                             "vggish_pca); loaded strictly, its sha256 recorded (repeatable)")
+                             "raft_large for i3d_flow); loaded strictly, its sha256 recorded (repeatable)")
     parser.add_argument("--random-weights", action="store_true",
                         help="random initialisation instead of checkpoints (features are meaningless; for testing)")
     parser.add_argument("--overwrite", action="store_true", help="extract every video again, even if already done")

@@ -336,3 +336,17 @@ def test_the_default_batch_size_is_4_on_the_cpu_and_16_on_a_gpu():
         assert {o.batch_size for o in config.options.values()} == {want}, argv
     with pytest.raises(extract.ExtractionError, match="--batch-size must be at least 1"):
         config_from_args(parser.parse_args([str(DATA), "out", "--batch-size", "0"]), dests, Ranks())
+
+
+def test_the_weights_help_names_a_file_that_weights_accepts(tmp_path):
+    """``--weights``' help gives an example of a declared file; the command line takes that name."""
+    import re
+    from clipae.core.dist import Ranks
+    from clipae.pipeline.extract_cli import config_from_args, parser_for
+    argv = [str(tmp_path), str(tmp_path / "out"), "--streams", "i3d_flow"]
+    parser, _ = parser_for(argv)
+    example, stream = re.search(r"e\.g\. (\w+) for (\w+)", parser.format_help().replace("\n", " ")).groups()
+    argv = [str(tmp_path), str(tmp_path / "out"), "--streams", stream, "--weights", f"{example}=/x.pth"]
+    parser, dests = parser_for(argv)
+    config = config_from_args(parser.parse_args(argv), dests, Ranks.from_env())
+    assert config.options[stream].weights_paths == {example: "/x.pth"}
