@@ -34,7 +34,7 @@ from ..datasets.annotations import canonical_id, load_ground_truth
 from ..decoding.decode import FrameSettings, InputError
 from ..extractors.base import ExtractorOptions
 from ..models.trained_on import TrainedOn
-from ..pipeline.extract import ExtractionError, extract_video
+from ..pipeline.extract import ExtractionError, default_batch_size, extract_video
 from .mapping import CLIP_TEXT, METHODS
 from .predict import (PredictError, check_record, cluster_mapping, default_mapping_method, load_trained_run,
                       predict_video, run_streams, to_entries)
@@ -91,8 +91,10 @@ def extract_features(video: Path, run, device: str, weights_dir: str | None,
     """``(manifest-like record, {stream: (T, dim)})`` of ``video`` with the run's extraction settings."""
     views = frame_options(run.extraction)
     # each stream's own options (--clip-model, --flow, ...), as the training features were made
-    options = ExtractorOptions(device=torch.device(device), weights_dir=weights_dir, random_weights=random_weights,
-                               extra=run.extraction.options(), crops=views["crops"], keep_crops=views["keep_crops"])
+    dev = torch.device(device)
+    options = ExtractorOptions(device=dev, batch_size=default_batch_size(run_streams(run), dev), weights_dir=weights_dir,
+                               random_weights=random_weights, extra=run.extraction.options(), crops=views["crops"],
+                               keep_crops=views["keep_crops"])
     try:
         record, features = extract_video(str(video), run_streams(run), run.extraction.grid, options,
                                          frame_settings=FrameSettings(short_side=views["short_side"]))

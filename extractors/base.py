@@ -146,6 +146,10 @@ class Extractor:
     #: besides its own name (e.g. a separate PCA file)
     extra_weights: ClassVar[tuple[str, ...]] = ()
 
+    #: snippets per network call on the CPU when ``--batch-size`` is not given; a run's streams share
+    #: one batch, the smallest of theirs (``clipae-extract`` takes 16 on a GPU; docs/speed.md)
+    cpu_batch_size: ClassVar[int] = 4
+
     #: whether the stream honours ``--crops`` / ``--keep-crops`` (:func:`crop_views`, :func:`merge_views`)
     supports_crops: ClassVar[bool] = False
 

@@ -72,6 +72,7 @@ class I3DStream(Extractor):
 @register_stream("i3d_rgb")
 class I3DRGB(I3DStream):
     modality = "rgb"
+    cpu_batch_size = 2   # 2-core CPU: 0.92x the wall time of 4 at 0.89x the peak memory (docs/speed.md)
 
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
         views = crop_views(batch.frames, self.crop, self.options.crops)  # (B, L, V, 224, 224, 3)

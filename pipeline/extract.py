@@ -114,6 +114,19 @@ def open_source(path: str | os.PathLike, extractors: Iterable[Extractor], grid: 
     return SnippetSource(video_job(path, extractors, grid, **job_options), after=after)
 
 
+#: snippets per network call on a GPU when --batch-size is not given; on the CPU each stream says
+#: (``Extractor.cpu_batch_size``: smaller batches were as fast there and need less memory, docs/speed.md)
+GPU_BATCH_SIZE = 16
+
+
+def default_batch_size(streams: list[str], device: torch.device) -> int:
+    """The shared batch of a run without ``--batch-size``: the smallest ``cpu_batch_size`` of its
+    streams on the CPU, :data:`GPU_BATCH_SIZE` elsewhere."""
+    if device.type == "cpu":
+        return min(get_stream(s).cpu_batch_size for s in streams)
+    return GPU_BATCH_SIZE
+
+
 def batch_size_of(extractors: Iterable[Extractor]) -> int:
     return min(ex.options.batch_size for ex in extractors)
 

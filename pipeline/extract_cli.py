@@ -21,13 +21,10 @@ from ..core.weights import DEFAULT_WEIGHTS_DIR
 from ..decoding.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
 from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S
 from ..extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
-from .extract import DEFAULT_STREAMS, ExtractionError, RunConfig, find_videos, run
+from .extract import DEFAULT_STREAMS, ExtractionError, RunConfig, default_batch_size, find_videos, run
 from .presets import PRESETS, describe, get_preset, manifest_entry
 
 PROG = "clipae-extract"
-#: snippets per network call when --batch-size is not given, by device type. On the 2-core CPU a
-#: batch of 4 I3D snippets was as fast as 16 (wall time 1.01x) at 0.62x the peak memory (docs/speed.md).
-DEFAULT_BATCH_SIZE = {"cuda": 16, "cpu": 4}
 
 
 def _plugin_parser() -> argparse.ArgumentParser:
@@ -69,8 +66,10 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device; under torchrun 'cuda' means cuda:LOCAL_RANK (default here: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="snippets per network call (default: 16 on a GPU, 4 on the CPU, where larger batches "
-                             "were no faster and need more memory)")
+                        help="snippets per network call, one batch for all streams (default: 16 on a GPU; on the CPU, "
+                             "where larger batches were no faster and need more memory, the smallest of the "
+                             "streams': " + ", ".join(f"{n} {get_stream(n).cpu_batch_size}" for n in available_streams())
+                             + ")")
     parser.add_argument("--decoders", default=",".join(DEFAULT_DECODERS),
                         help="video decoders tried in order, each taking over where the previous one cannot open "
                              f"or read a file (default: %(default)s; known: {', '.join(BACKENDS)})")
@@ -166,7 +165,7 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
         device = torch.device(device)
     except RuntimeError as e:
         raise ExtractionError(f"--device {args.device}: {e}") from None
-    batch_size = args.batch_size or DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cuda"])
+    batch_size = args.batch_size or default_batch_size(streams, device)
     options = {name: ExtractorOptions(device=device, batch_size=batch_size, weights_paths=dict(weights), random_weights=args.random_weights,
                                       weights_dir=args.weights_dir, crops=args.crops, keep_crops=args.keep_crops,
                                       extra={d: getattr(args, d) for d in stream_dests[name]})

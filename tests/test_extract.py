@@ -327,11 +327,18 @@ def test_recycled_frame_buffers_are_reused_only_once_released():
     assert len(pool._free) == 1        # keep=1: the second idle buffer goes back to the system
 
 
-def test_the_default_batch_size_is_4_on_the_cpu_and_16_on_a_gpu():
+def test_the_default_batch_size_is_the_streams_smallest_on_the_cpu_and_16_on_a_gpu():
     from clipae.core.dist import Ranks
+    from clipae.extractors.base import get_stream
     from clipae.pipeline.extract_cli import build_parser, config_from_args
+    assert (get_stream("i3d_rgb").cpu_batch_size, get_stream("clip").cpu_batch_size,
+            get_stream("vggish").cpu_batch_size, get_stream("i3d_flow").cpu_batch_size) == (2, 2, 4, 4)
     parser, dests = build_parser()
-    for argv, want in ((["--device", "cpu"], 4), (["--device", "cuda"], 16), (["--device", "cpu", "--batch-size", "9"], 9)):
+    assert "i3d_rgb 2," in " ".join(parser.format_help().split())
+    for argv, want in ((["--device", "cpu"], 2), (["--device", "cpu", "--streams", "vggish"], 4),
+                       (["--device", "cpu", "--streams", "vggish,i3d_flow"], 4),
+                       (["--device", "cpu", "--streams", "vggish,clip"], 2),
+                       (["--device", "cuda"], 16), (["--device", "cpu", "--batch-size", "9"], 9)):
         config = config_from_args(parser.parse_args([str(DATA), "out", *argv]), dests, Ranks())
         assert {o.batch_size for o in config.options.values()} == {want}, argv
     with pytest.raises(extract.ExtractionError, match="--batch-size must be at least 1"):

@@ -67,3 +67,12 @@ def test_flag_refused_for_a_pretrained_run(stand_ins, tmp_path, capsys):
     assert "made with pretrained weights" in capsys.readouterr().err and not seen
     assert localize_main([str(video), "--run", str(tmp_path)]) == 0
     assert seen[-1].random_weights is False
+
+
+def test_the_video_is_extracted_at_clipae_extracts_default_batch_size(stand_ins, tmp_path):
+    """On the CPU the run's streams give the batch (i3d_rgb: 2), as ``clipae-extract`` takes it."""
+    from clipae.extractors.base import get_stream
+    set_run, seen, video = stand_ins
+    set_run("sha256:ab")
+    assert localize_main([str(video), "--run", str(tmp_path), "--device", "cpu"]) == 0
+    assert seen[-1].batch_size == get_stream("i3d_rgb").cpu_batch_size == 2
