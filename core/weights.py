@@ -20,10 +20,16 @@ PCA parameters); ``load_checkpoint(path, numpy_arrays=True)`` reads those with
 Checkpoints committed to a git repository without a published sha256 carry the file's git blob id instead (``git ls-tree`` shows it), which is a
 digest of the content as well. A spec with neither is accepted with a loud warning and its
 sha256 is recorded as seen.
+
+A checkpoint's digests are computed once and remembered in ``<cache>/digests.json``
+(:func:`weights_digests`), keyed by the file's device and inode and checked against its size and modification time:
+hashing the VGGish and CLIP files at every start took longer than loading them. A file written
+again gets a new modification time and is hashed again.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -37,7 +43,7 @@ import numpy as np
 import torch
 
 from .errors import BadInput
-from .fsio import CACHE_DIR, digests, sha256_of
+from .fsio import CACHE_DIR, digests, write_json_atomic
 
 DEFAULT_WEIGHTS_DIR = CACHE_DIR / "weights"
 
@@ -72,10 +78,48 @@ class UnverifiedWeightsWarning(UserWarning):
     """A checkpoint was used whose spec publishes no digest to check it against."""
 
 
+#: where :func:`weights_digests` remembers the digests of checkpoint files (JSON)
+DIGEST_CACHE = CACHE_DIR / "digests.json"
+
+
+def _stamp(path: Path) -> tuple[str, list[int]]:
+    """A file's key in :data:`DIGEST_CACHE` (device and inode, which a rename keeps) and the
+    size and modification time its digests hold for."""
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}", [st.st_size, st.st_mtime_ns]
+
+
+def _read_digest_cache() -> dict:
+    try:
+        cache = json.loads(DIGEST_CACHE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def weights_digests(path: str | os.PathLike) -> tuple[str, str]:
+    """``(sha256, git blob sha1)`` of a checkpoint file, from :data:`DIGEST_CACHE` when the file
+    still has the size and modification time it was hashed with, else hashed and remembered (the
+    cache is best effort: one that cannot be read or written is ignored)."""
+    p = Path(path).resolve()
+    key, stamp = _stamp(p)
+    hit = _read_digest_cache().get(key)
+    if isinstance(hit, dict) and hit.get("stat") == stamp and all(
+            isinstance(hit.get(k), str) for k in ("sha256", "git_blob_sha1")):
+        return hit["sha256"], hit["git_blob_sha1"]
+    sha256, blob = digests(p)
+    if _stamp(p) == (key, stamp):      # not rewritten while it was read
+        cache = _read_digest_cache()
+        cache[key] = {"stat": stamp, "sha256": sha256, "git_blob_sha1": blob, "path": str(p)}
+        with contextlib.suppress(OSError):
+            write_json_atomic(DIGEST_CACHE, cache, indent=1)
+    return sha256, blob
+
+
 def verify_file(spec: WeightsSpec, path: str | os.PathLike) -> str:
     """The file's sha256 after checking it against the spec's digest, or a :class:`WeightsError`
     naming what was expected. A spec without any digest warns loudly and records what it saw."""
-    sha256, blob = digests(path)
+    sha256, blob = weights_digests(path)
     if spec.sha256:
         if not sha256.startswith(spec.sha256):
             raise WeightsError(f"{path} has sha256 {sha256}, expected {spec.sha256}…")
@@ -116,7 +160,7 @@ def resolve_weights(spec: WeightsSpec, path: str | None = None, random: bool = F
         p = Path(path).expanduser()
         if not p.is_file():
             raise WeightsError(f"{spec.by_hand(path)}: no such file")
-        return ResolvedWeights(p, "sha256:" + sha256_of(p))
+        return ResolvedWeights(p, "sha256:" + weights_digests(p)[0])
     if random:
         return ResolvedWeights(None, "random")
     dest = Path(weights_dir or DEFAULT_WEIGHTS_DIR).expanduser() / spec.filename

@@ -16,7 +16,8 @@ from clipae.extractors.logmel import LogMel
 from clipae.extractors import vggish as vggish_mod
 from clipae.extractors.vggish import VGGISH_PCA, VGGISH_WEIGHTS, VGGishExtractor, pca_quantizer, vggish
 from clipae.core import weights as weights_mod
-from clipae.core.weights import WeightsError, sha256_of
+from clipae.core.fsio import sha256_of
+from clipae.core.weights import WeightsError
 
 DATA = Path(__file__).resolve().parent / "data" / "vggish"
 SR = 16000
