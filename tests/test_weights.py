@@ -1,11 +1,13 @@
-"""Checkpoint digests are hashed once per file content and remembered (``weights_digests``)."""
+"""Checkpoint files: digests hashed once per file content and remembered (``weights_digests``),
+and loading in either ``torch.save`` format."""
 import json
 import os
 
 import pytest
+import torch
 
 from clipae.core import fsio, weights
-from clipae.core.weights import WeightsError, WeightsSpec, resolve_weights, weights_digests
+from clipae.core.weights import WeightsError, WeightsSpec, load_checkpoint, resolve_weights, weights_digests
 
 
 @pytest.fixture
@@ -75,3 +77,17 @@ def test_verification_reads_the_remembered_digest_and_still_refuses_a_changed_fi
         resolve_weights(spec, weights_dir=f.parent, download=False)
     local = resolve_weights(spec, path=str(f))            # --weights NAME=PATH records what it sees
     assert local.identity == "sha256:" + fsio.sha256_of(f) and len(counted) == 2
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_both_save_formats_load_the_same_tensors(tmp_path, zip_format):
+    """The zip format is memory-mapped, the legacy one read whole: the same values either way, and
+    tensors the caller may write to (copy-on-write, the file is left as it was)."""
+    state = {"conv.weight": torch.randn(4, 3, 3), "conv.bias": torch.arange(4.0)}
+    path = tmp_path / "net.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
+    before = path.read_bytes()
+    loaded = load_checkpoint(path)
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    loaded["conv.bias"].add_(1.0)
+    assert path.read_bytes() == before and torch.equal(load_checkpoint(path)["conv.bias"], state["conv.bias"])
