@@ -67,7 +67,7 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
                         help="torch device; under torchrun 'cuda' means cuda:LOCAL_RANK (default here: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="snippets per network call, one batch for all streams (default: 16 on a GPU; on the CPU, "
-                             "where larger batches were no faster and need more memory, the smallest of the "
+                             "where larger batches were no faster for the video networks and need more memory, the smallest of the "
                              "streams': " + ", ".join(f"{n} {get_stream(n).cpu_batch_size}" for n in available_streams())
                              + ")")
     parser.add_argument("--decoders", default=",".join(DEFAULT_DECODERS),

@@ -332,10 +332,10 @@ def test_the_default_batch_size_is_the_streams_smallest_on_the_cpu_and_16_on_a_g
     from clipae.extractors.base import get_stream
     from clipae.pipeline.extract_cli import build_parser, config_from_args
     assert (get_stream("i3d_rgb").cpu_batch_size, get_stream("clip").cpu_batch_size,
-            get_stream("vggish").cpu_batch_size, get_stream("i3d_flow").cpu_batch_size) == (2, 2, 4, 4)
+            get_stream("vggish").cpu_batch_size, get_stream("i3d_flow").cpu_batch_size) == (2, 2, 16, 4)
     parser, dests = build_parser()
     assert "i3d_rgb 2," in " ".join(parser.format_help().split())
-    for argv, want in ((["--device", "cpu"], 2), (["--device", "cpu", "--streams", "vggish"], 4),
+    for argv, want in ((["--device", "cpu"], 2), (["--device", "cpu", "--streams", "vggish"], 16),
                        (["--device", "cpu", "--streams", "vggish,i3d_flow"], 4),
                        (["--device", "cpu", "--streams", "vggish,clip"], 2),
                        (["--device", "cuda"], 16), (["--device", "cpu", "--batch-size", "9"], 9)):
