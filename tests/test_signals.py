@@ -32,6 +32,13 @@ def env() -> dict:
 
 
 
+def sigint_as_default() -> None:
+    """In the child before it runs: SIGINT back to its default action. A suite started in the
+    background by a shell (``nohup make test &``) inherits SIGINT ignored, and Python then leaves it
+    ignored, as it should for a job the user sent to the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop(proc: subprocess.Popen, signum: int, timeout: float = STOP_WITHIN_S) -> tuple[str, str, float]:
     t0 = time.monotonic()
     proc.send_signal(signum)
@@ -63,7 +70,8 @@ def reference(videos, tmp_path_factory):
 
 def start_extract(videos: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "clipae", "extract", str(videos), str(out), *ARGS, *extra],
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_default)
 
 
 @pytest.mark.parametrize("signum, workers", [(signal.SIGINT, "0"), (signal.SIGTERM, "2")])
@@ -129,7 +137,7 @@ def train_command(data, out: Path) -> list[str]:
 def test_train_stops_on_a_signal_and_resumes(data, tmp_path, signum):
     out = tmp_path / "run"
     proc = subprocess.Popen(train_command(data, out), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=sigint_as_default)
     wait_for(lambda: (out / "metrics.csv").exists(), proc)   # one epoch is checkpointed
     stdout, stderr, took = stop(proc, signum)
     name = signal.Signals(signum).name
