@@ -1,7 +1,8 @@
 """``clipae-bench streams``: the networks of the feature streams alone, on ready-made snippets.
 
 For each stream, in a fresh process (so peak memory is its own): build it, run one snippet to
-warm up, then time ``--batches`` batches of ``--batch-size`` snippets and print
+warm up, then time ``--batches`` batches of ``--batch-size`` snippets (by default the batch
+``clipae-extract`` takes for that stream alone on the device) and print
 
 * snippets/s and × real time (video seconds per snippet = stride / fps, 0.64 s by default);
 * peak memory: CUDA ``max_memory_allocated``, or the process's own peak resident set (``VmHWM``)
@@ -36,6 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..extractors.base import ExtractorOptions, SnippetBatch, available_streams, get_stream
+from ..pipeline.extract import default_batch_size
 from .measure import own_peak_rss
 
 
@@ -145,7 +147,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     parser = argparse.ArgumentParser(prog="clipae-bench streams", description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", default="i3d_rgb,i3d_flow,clip")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=4, help="snippets per call (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="snippets per call (default: clipae-extract's for the stream alone on this device)")
     parser.add_argument("--batches", type=int, default=2, help="timed calls per stream (default %(default)s)")
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--snippet-length", type=int, default=16)
@@ -216,24 +219,27 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
     device = torch.device(args.device)
-    frames = load_frames(args.video, args.batch_size * args.snippet_length + 1, size=size)
+    names = [s.strip() for s in args.streams.split(",") if s.strip()]
+    unknown = [n for n in names if n not in dests]
+    if unknown:
+        print(f"clipae-bench streams: error: unknown stream {unknown[0]!r}; known: {', '.join(dests)}", file=sys.stderr)
+        return 2
+    batch = {n: args.batch_size or default_batch_size([n], device) for n in names}
+    frames = load_frames(args.video, max(batch.values()) * args.snippet_length + 1, size=size)
     video_s_per_snippet = args.snippet_stride / args.fps
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak_flops = matmul_flops(device, dtype)
     print(f"device {device} ({torch.get_num_threads()} CPU threads), frames {frames.shape[2]}x{frames.shape[1]}, "
-          f"{args.batch_size} snippets of {args.snippet_length} frames per call, "
+          f"{'/'.join(map(str, sorted(set(batch.values()))))} snippets of {args.snippet_length} frames per call, "
           f"{'real' if args.weights_dir else 'random'} weights; "
           f"measured {str(dtype).removeprefix('torch.')} matmul: {peak_flops / 1e9:.1f} GFLOP/s"
           + (f"; I3D input {args.crop}x{args.crop} (smoke run)" if args.crop else ""))
-    print(f"{'stream':10} {'snippets/s':>10} {'x real time':>11} {'peak MiB':>9} {'GFLOP/snip':>10} "
+    print(f"{'stream':10} {'batch':>5} {'snippets/s':>10} {'x real time':>11} {'peak MiB':>9} {'GFLOP/snip':>10} "
           f"{'GFLOP/s':>8} {'of matmul':>9}  settings")
     ctx = mp.get_context("spawn")
     rows = []
-    for name in [s.strip() for s in args.streams.split(",") if s.strip()]:
-        if name not in dests:
-            print(f"clipae-bench streams: error: unknown stream {name!r}; known: {', '.join(dests)}", file=sys.stderr)
-            return 2
-        options = ExtractorOptions(device=device, batch_size=args.batch_size, random_weights=not args.weights_dir,
+    for name in names:
+        options = ExtractorOptions(device=device, batch_size=batch[name], random_weights=not args.weights_dir,
                                    weights_dir=args.weights_dir, extra={d: getattr(args, d) for d in dests[name]})
         job = (name, options, frames, args.snippet_length, args.batches, args.crop, args.profile)
         if args.in_process:
@@ -248,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         achieved = r["flop_per_snippet"] * r["snippets_per_s"]
         r.update(x_real_time=r["snippets_per_s"] * video_s_per_snippet, flop_per_s=achieved,
-                 matmul_flop_per_s=peak_flops, matmul_fraction=achieved / peak_flops, device=str(device))
+                 matmul_flop_per_s=peak_flops, matmul_fraction=achieved / peak_flops, device=str(device),
+                 batch_size=batch[name])
         rows.append(r)
         shown = {k: v for k, v in r["settings"].items() if k in ("flow", "raft_iters", "model", "frames", "preprocess", "precision")}
-        print(f"{name:10} {r['snippets_per_s']:10.3f} {r['x_real_time']:11.3f} "
+        print(f"{name:10} {batch[name]:5d} {r['snippets_per_s']:10.3f} {r['x_real_time']:11.3f} "
               f"{r['peak_bytes'] / 2**20:9.0f} {r['flop_per_snippet'] / 1e9:10.1f} {achieved / 1e9:8.1f} "
               f"{r['matmul_fraction']:9.1%}  {shown}")
         for p in r["profile"]:

@@ -57,3 +57,13 @@ def test_profile_lists_the_operators_that_took_the_time(tmp_path, capsys):
     assert any("conv" in p["op"] or "mm" in p["op"] or "linear" in p["op"] for p in ops)   # VGGish is convolutions
     printed = capsys.readouterr().out
     assert all(p["op"] in printed for p in ops)
+
+
+def test_without_a_batch_size_each_stream_runs_at_clipae_extracts_batch(tmp_path, capsys):
+    from clipae.extractors.base import get_stream
+    out = tmp_path / "rows.json"
+    assert main(["--streams", "vggish", "--device", "cpu", "--batches", "1", "--in-process",
+                 "--frame-size", "32x24", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["batch_size"] == get_stream("vggish").cpu_batch_size == 16
+    assert "vggish        16 " in capsys.readouterr().out
