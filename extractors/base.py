@@ -110,12 +110,17 @@ def merge_views(rows: ArrayT, views: int, keep: bool) -> ArrayT:
     return rows if keep else rows.mean(1)
 
 
+#: snippets per network call on a GPU when ``--batch-size`` is not given (on the CPU each stream
+#: names its own, :attr:`Extractor.cpu_batch_size`)
+GPU_BATCH_SIZE = 16
+
+
 @dataclass
 class ExtractorOptions:
     """What the command line passes to every extractor (each reads what it needs)."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    batch_size: int = 16
+    batch_size: int = GPU_BATCH_SIZE
     weights_paths: dict = field(default_factory=dict)  # every ``--weights NAME=PATH`` given ({NAME: PATH})
     random_weights: bool = False          # ``--random-weights``: explicit random initialisation
     weights_dir: str | None = None        # download cache for known checkpoints

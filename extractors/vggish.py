@@ -161,7 +161,7 @@ def _materialize(model: nn.Module) -> None:
     """Give a model built on the ``meta`` device uninitialised CPU storage, in place.
 
     Does what ``Module.to_empty(device="cpu")`` does without its first-call import of torch's
-    reference ops (about 0.5 s of start-up on a 2-core CPU)."""
+    symbolic-shape machinery (about 0.5 s of start-up on a 2-core CPU)."""
     for m in model.modules():
         for name, p in m._parameters.items():
             if p is not None:

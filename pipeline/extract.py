@@ -38,7 +38,7 @@ from ..decoding.decode import DEFAULT_DECODERS, FrameSettings, InputError, one_l
 from ..decoding.packing import VideoDecoded, VideoFailed, VideoOpened, pack
 from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S, BatchSource, SnippetSource, VideoFacts, VideoJob
 from ..decoding.workers import DecodePool, auto_decode_workers
-from ..extractors.base import Extractor, ExtractorOptions, SnippetBatch, get_stream
+from ..extractors.base import GPU_BATCH_SIZE, Extractor, ExtractorOptions, SnippetBatch, get_stream
 from . import manifest as mf
 
 #: the streams of DESIGN.md, extracted when no ``--streams`` is given
@@ -114,14 +114,10 @@ def open_source(path: str | os.PathLike, extractors: Iterable[Extractor], grid: 
     return SnippetSource(video_job(path, extractors, grid, **job_options), after=after)
 
 
-#: snippets per network call on a GPU when --batch-size is not given; on the CPU each stream says
-#: (``Extractor.cpu_batch_size``: smaller batches were as fast there and need less memory, docs/speed.md)
-GPU_BATCH_SIZE = 16
-
-
 def default_batch_size(streams: list[str], device: torch.device) -> int:
     """The shared batch of a run without ``--batch-size``: the smallest ``cpu_batch_size`` of its
-    streams on the CPU, :data:`GPU_BATCH_SIZE` elsewhere."""
+    streams on the CPU (smaller batches were as fast there and need less memory, docs/speed.md),
+    :data:`~clipae.extractors.base.GPU_BATCH_SIZE` elsewhere."""
     if device.type == "cpu":
         return min(get_stream(s).cpu_batch_size for s in streams)
     return GPU_BATCH_SIZE
