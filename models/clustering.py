@@ -1,9 +1,19 @@
 """Video-level features → K clusters → pseudo video labels (the TCAM / UGCT unsupervised protocol).
 
-Round 0 has no model yet: by default (``cluster.first_embedding=actionness``) it takes the
-``cluster.embedding`` below with a label-free actionness (:func:`distance_actionness`) in place of
-the attention; ``mean`` gives TCAM's first round, the mean of the raw snippet features. Later
-rounds embed what the trained model has learned (``cluster.embedding``, :data:`EMBEDDINGS`):
+Round 0 has no model yet: it takes the ``cluster.embedding`` below with a label-free actionness
+in place of the attention (``cluster.first_embedding``, :data:`FIRST_ROUND`):
+
+- ``actionness`` (default): each snippet's distance from its video's mean standardised CBP features
+  (:func:`distance_actionness`). It says which snippets stand out while actions are a small part of
+  the video; once they cover a third of it or more, the video's mean sits between action and
+  background and the distance no longer tells them apart.
+- ``split``: a two-way split of each video's temporally smoothed, standardised snippets of its last
+  view (VLP when CCP is on: the CLIP view covers whole instances, Eq. 4-6) by 2-means
+  (:func:`split_actionness`). Which side is the action is not known, so the contrast's sign is
+  arbitrary per video and round 0 clusters lines, not points (:func:`sign_invariant_kmeans`).
+- ``mean``: TCAM's first round, the mean of the raw snippet features.
+
+Later rounds embed what the trained model has learned (``cluster.embedding``, :data:`EMBEDDINGS`):
 
 - ``contrast`` (default): per view, the attention *contrast* of the standardised snippet features,
   ``e = Σ_t (a_t − ā) x_t`` with ``a`` the model's foreground attention and ``ā`` its mean over the
@@ -21,6 +31,7 @@ ground truth are computed for the log only; they never feed training.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -88,17 +99,59 @@ def distance_actionness(batch: dict, streams: list[str], norm) -> torch.Tensor:
     return d / d.amax(dim=1, keepdim=True).clamp(min=1e-8)
 
 
+def _smooth(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``(T, D)`` → ``(T, D)`` moving average over ``width`` snippets (edges repeated)."""
+    if width <= 1 or len(x) < 2:
+        return x
+    pad = torch.nn.functional.pad(x.T[None], (width // 2, (width - 1) // 2), mode="replicate")
+    return torch.nn.functional.avg_pool1d(pad, width, stride=1)[0].T
+
+
+def split_actionness(batch: dict, streams: list[str], norm, smooth: int = 5, seed: int = 0) -> torch.Tensor:
+    """``(B, T)`` label-free two-way split: 1 for the smaller of the two groups that 2-means finds
+    among a video's standardised ``streams`` snippets, moving-averaged over ``smooth`` snippets;
+    0 for the other group and for padding. Which group is the action is *not* decided here (the
+    smaller one is not always it): :func:`sign_invariant_kmeans` clusters the resulting contrasts."""
+    mask = batch["mask"]
+    x = torch.cat([norm(s, batch[s]) for s in streams], dim=-1)
+    out = torch.zeros(mask.shape, dtype=torch.float32)
+    for j, n in enumerate(mask.sum(1).tolist()):
+        if n < 2:
+            continue
+        y = _smooth(x[j, :n].to(torch.float64), smooth).numpy()
+        g = KMeans(n_clusters=2, n_init=4, random_state=seed).fit_predict(y)
+        side = 1 if (g == 1).sum() <= (g == 0).sum() else 0
+        out[j, :n] = torch.from_numpy((g == side).astype(np.float32))
+    return out
+
+
+@dataclass(frozen=True)
+class FirstRound:
+    """A label-free actionness for round 0 (an entry of :data:`FIRST_ROUND`)."""
+    actionness: Callable      # (batch, streams, norm, **options) -> (B, T)
+    view: int                 # the view whose streams it reads (index into the views)
+    signed: bool              # False: the contrast's sign is arbitrary → sign_invariant_kmeans
+    options: tuple[str, ...] = ()   # ClusterConfig fields passed to it as keywords (without the prefix)
+
+
+#: ``cluster.first_embedding`` name → :class:`FirstRound`; ``mean`` (TCAM's first round, no
+#: actionness) is :func:`embed_videos` without a model
+FIRST_ROUND: Registry[FirstRound] = Registry("first-round embedding")
+
+
 @torch.no_grad()
 def embed_videos(batches: Iterable[dict], views: list[list[str]], model=None,
                  device: torch.device | str = "cpu", embedding: str = "attention",
-                 first_round: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 first_round: FirstRound | None = None,
+                 first_options: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings ``(N, D)`` and the batch ``index`` order ``(N,)`` of full-length video batches.
 
     Without ``model``: plain mean pooling of the raw features. With it: ``embedding`` of
     :data:`EMBEDDINGS` on the model's standardised features, weighted by ``model.predict``'s
-    attention or, when ``first_round`` (nothing learnt yet), by :func:`distance_actionness` of the
-    first view.
+    attention or, when ``first_round`` (an entry of :data:`FIRST_ROUND`; nothing learnt yet), by
+    that label-free actionness of its view, called with ``first_options``.
     """
+    first_options = first_options or {}
     embs, order = [], []
     pooling = EMBEDDINGS[embedding] if model is not None else mean_pooling
     for batch in batches:
@@ -106,13 +159,19 @@ def embed_videos(batches: Iterable[dict], views: list[list[str]], model=None,
         if model is not None:
             dev = {k: v.to(device) for k, v in batch.items()}
             norm = lambda s, x: model.norm(s, x.to(device)).cpu()  # noqa: E731
-            attention = (distance_actionness(batch, views[0], norm) if first_round
-                         else model.predict(dev)["attention"].cpu())
+            if first_round is not None:
+                attention = first_round.actionness(batch, views[first_round.view], norm, **first_options)
+            else:
+                attention = model.predict(dev)["attention"].cpu()
             if embedding != "contrast":
                 norm = None
         embs.append(pool_views(batch, views, attention, pooling, norm))
         order.append(batch["index"].numpy())
     return np.concatenate(embs), np.concatenate(order)
+
+
+FIRST_ROUND.add("actionness", FirstRound(distance_actionness, view=0, signed=True))
+FIRST_ROUND.add("split", FirstRound(split_actionness, view=-1, signed=False, options=("smooth",)))
 
 
 def kmeans(embeddings: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
@@ -133,6 +192,47 @@ def spectral(embeddings: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarr
 METHODS: Registry[Callable[[np.ndarray, int, int, int], np.ndarray]] = Registry("clustering method")
 METHODS.add("kmeans", kmeans)
 METHODS.add("spectral", spectral)
+
+
+def sign_invariant_kmeans(embeddings: np.ndarray, k: int, seed: int, n_init: int,
+                          iters: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """k-means of lines through the origin (e and −e are the same point): ``(N, D)`` → cluster ids
+    ``(N,)`` and the embeddings with each sign turned towards its cluster's axis ``(N, D)``.
+
+    A video belongs to the axis ``c`` (unit) with the largest ``(e·c)²``; each axis is the principal
+    direction of its members (first right singular vector). Seeded k-means++-style starts on the
+    distance ``1 − cos²``; of ``n_init`` starts the one with the largest ``Σ (e·c)²`` is kept.
+    """
+    if len(embeddings) < k:
+        raise ValueError(f"cannot form {k} clusters from {len(embeddings)} videos")
+    e = np.asarray(embeddings, dtype=np.float64)
+    u = e / np.linalg.norm(e, axis=1, keepdims=True).clip(min=1e-12)
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(max(1, n_init)):
+        axes = [u[rng.integers(len(u))]]
+        for _ in range(1, k):
+            d = 1.0 - np.max((u @ np.stack(axes).T) ** 2, axis=1)
+            p = d.clip(min=0)
+            axes.append(u[rng.choice(len(u), p=p / p.sum())] if p.sum() > 1e-12 else u[rng.integers(len(u))])
+        axes = np.stack(axes)
+        labels = None
+        for _ in range(iters):
+            new = np.argmax((e @ axes.T) ** 2, axis=1)
+            if labels is not None and np.array_equal(new, labels):
+                break
+            labels = new
+            for c in range(k):
+                members = e[labels == c]
+                if len(members):
+                    axes[c] = np.linalg.svd(members, full_matrices=False)[2][0]
+        score = float(np.sum(np.max((e @ axes.T) ** 2, axis=1)))
+        if best is None or score > best[0]:
+            best = (score, labels, axes)
+    _, labels, axes = best
+    signs = np.sign(np.sum(e * axes[labels], axis=1))
+    signs[signs == 0] = 1.0
+    return labels.astype(np.int64), (embeddings * signs[:, None]).astype(np.asarray(embeddings).dtype)
 
 
 def cluster(embeddings: np.ndarray, k: int, method: str, seed: int, n_init: int = 10) -> tuple[np.ndarray, np.ndarray]:

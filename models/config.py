@@ -76,8 +76,11 @@ class ClusterConfig:
     num_clusters: int | None = None      # None: the number of classes of the ground truth
     n_init: int = 10
     embedding: str = "contrast"          # how rounds >= 1 embed a video (clustering.EMBEDDINGS)
-    first_embedding: str = "actionness"  # round 0: cluster.embedding weighted by a label-free actionness
-                                         # (clustering.distance_actionness), or "mean" of the raw features
+    first_embedding: str = "split"       # round 0 (clustering.FIRST_ROUND): cluster.embedding weighted by a
+                                         # label-free actionness ("split": 2-means halves of each video's
+                                         # VLP view, clustered sign-invariantly whatever cluster.method says;
+                                         # "actionness": distance from the video's mean), or "mean"
+    smooth: int = 5                      # "split" only: moving average over this many snippets before 2-means
     stop_below: float = 0.0              # end the rounds early once fewer videos than this fraction change cluster
 
 
@@ -171,8 +174,11 @@ class Config:
             raise ConfigError(f"cluster.method must be one of {', '.join(METHODS)}, not {self.cluster.method!r}")
         if self.cluster.embedding not in EMBEDDINGS:
             raise ConfigError(f"cluster.embedding must be one of {', '.join(EMBEDDINGS)}, not {self.cluster.embedding!r}")
-        if self.cluster.first_embedding not in ("mean", "actionness"):
-            raise ConfigError(f"cluster.first_embedding must be 'mean' or 'actionness', not {self.cluster.first_embedding!r}")
+        from .clustering import FIRST_ROUND
+        firsts = ["mean", *FIRST_ROUND]
+        if self.cluster.first_embedding not in firsts:
+            raise ConfigError(f"cluster.first_embedding must be one of {', '.join(firsts)}, "
+                              f"not {self.cluster.first_embedding!r}")
         self.proposals.check()
         if len(self.data.streams.cbp) != 2:
             raise ConfigError("data.streams.cbp must name exactly two streams (RGB and flow)")
@@ -209,7 +215,7 @@ def _fields(bounds: tuple, *keys: str) -> dict[str, tuple]:
 #: allowed values of the numeric fields, ``section.field: range``
 RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     **_fields(AT_LEAST_1, "data.num_segments", "model.caf_dim", "model.caf_stages", "model.ccp_dim",
-              "model.hidden_dim", "model.attention_dim", "loss.topk_ratio", "cluster.n_init", "train.rounds",
+              "model.hidden_dim", "model.attention_dim", "loss.topk_ratio", "cluster.n_init", "cluster.smooth", "train.rounds",
               "train.epochs_per_round", "train.batch_size"),
     **_fields(AT_LEAST_0, "loss.attention_l1", "loss.collab_weight", "loss.collab_warmup_epochs", "loss.ssl_weight",
               "train.weight_decay", "train.seed", "train.num_workers", "train.threads"),

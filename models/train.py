@@ -244,14 +244,18 @@ class Trainer:
         """Pseudo labels of round ``r`` (unsupervised), identical on every rank."""
         t0 = time.time()
         c = self.cfg.cluster
+        first = clustering.FIRST_ROUND.get(c.first_embedding) if r == 0 else None   # None: "mean", or r > 0
         if self.dist.main:
             self.model.eval()
-            first = r == 0 and c.first_embedding == "actionness"
             emb, order = clustering.embed_videos(self._full_batches(), self.views,
                                                  self.model if (r > 0 or first) else None, self.device,
-                                                 c.embedding, first_round=first)
+                                                 c.embedding, first_round=first,
+                                                 first_options={k: getattr(c, k) for k in first.options} if first else None)
             emb = emb[np.argsort(order)]
-            labels, _ = clustering.cluster(emb, self.k, c.method, self.cfg.train.seed + r, c.n_init)
+            if first is not None and not first.signed:     # e and −e are one video: cluster lines
+                labels, emb = clustering.sign_invariant_kmeans(emb, self.k, self.cfg.train.seed + r, c.n_init)
+            else:
+                labels, _ = clustering.cluster(emb, self.k, c.method, self.cfg.train.seed + r, c.n_init)
             if self.assignments:
                 labels = clustering.align_clusters(self.assignments[-1], labels, self.k)
             payload = [labels, clustering.centres_of(emb, labels, self.k)]
@@ -265,8 +269,10 @@ class Trainer:
         self.centres = centres
         sizes = np.bincount(labels, minlength=self.k)
         scores = clustering.cluster_scores(labels, self.tset.main_label)
-        how = (f"{c.embedding} embedding" + (" of label-free actionness" if r == 0 else "")
-               if r > 0 or c.first_embedding == "actionness" else "mean-pooled raw features")
+        how = (f"{c.embedding} embedding" + (f" of label-free {c.first_embedding}" if first else "")
+               if r > 0 or first else "mean-pooled raw features")
+        if first is not None and not first.signed:
+            how += ", sign-invariant k-means"
         change = (f"; {moved['changed']:.1%} of videos changed cluster (NMI to round {r - 1}: "
                   f"{moved['agreement_nmi']:.3f})") if moved else ""
         self.log(f"round {r}: clustered {len(labels)} videos into {self.k} ({c.method}, {how}) in "

@@ -109,10 +109,12 @@ def test_validation_split_early_stop_and_the_config_checks(scenes, tmp_path):
         assert run(scenes, tmp_path / bad, overrides=[bad]) == 2
 
 
-def test_actionness_first_round_sees_through_the_scenes(scenes, tmp_path):
+@pytest.mark.parametrize("first", [None, "actionness"])      # None: the default, split
+def test_label_free_first_rounds_see_through_the_scenes(scenes, tmp_path, first):
     out = tmp_path / "run"
-    assert run(scenes, out, "--rounds", "1", overrides=["train.epochs_per_round=1"]) == 0   # the default
-    assert "contrast embedding of label-free actionness" in (out / "train.log").read_text()
+    chosen = [f"cluster.first_embedding={first}"] if first else []
+    assert run(scenes, out, "--rounds", "1", overrides=["train.epochs_per_round=1", *chosen]) == 0
+    assert f"contrast embedding of label-free {first or 'split'}" in (out / "train.log").read_text()
     mean = tmp_path / "mean"
     assert run(scenes, mean, "--rounds", "1", overrides=["train.epochs_per_round=1", "cluster.first_embedding=mean"]) == 0
     acc = float(rows(out / "rounds.csv")[0]["cluster_acc"])
@@ -171,10 +173,93 @@ def test_table_and_summary_over_several_seeds(capsys):
     assert "70.0±10.0" in out and "0.550±0.050" in out and "0.850±0.050" in out and "0.75±0.25" in out
     assert "cluster accuracy per round (mean over seeds): clip-ae 0.550 → 0.850" in out
     lines = bench_utal.summary({"base": runs})
-    assert lines[0].endswith("(base): +0.300")
+    assert lines[0] == "clip-ae cluster accuracy, last round minus round 0, over families with round 0 < 0.9 (base): +0.300"
     assert "clip-ae 70.0, 88% of weakly 80.0, > kmeans+norm 20.0" in lines[1]
+    # the full model with another round 0 gets its own line (a round 0 at 0.9 or above has none)
+    runs["clip-ae-mean0"] = bench_utal.Cell([[0.7] * 7, [0.7] * 7], [[0.3, 0.9], [0.5, 1.0]], seconds=[1.0, 1.0])
+    runs["clip-ae"].acc_rounds = [[0.95, 1.0], [0.97, 1.0]]
+    lines = bench_utal.summary({"base": runs})
+    assert lines[0] == "clip-ae-mean0 cluster accuracy, last round minus round 0, over families with round 0 < 0.9 (base): +0.550"
+    assert "clip-ae-mean0 70.0" in lines[1]
 
 
 def test_bench_refuses_unknown_names(capsys):
     assert bench_utal.main(["--families", "nope"]) == 2
     assert "unknown family or variant: nope" in capsys.readouterr().err
+
+
+def test_sign_invariant_kmeans_clusters_lines_not_points():
+    rng = np.random.default_rng(0)
+    axes = np.linalg.qr(rng.normal(size=(12, 3)))[0].T                  # 3 orthonormal class axes
+    truth = np.repeat(np.arange(3), 10)
+    signs = rng.choice([-1.0, 1.0], size=30)                            # each video's arbitrary sign
+    e = signs[:, None] * axes[truth] + 0.15 * rng.normal(size=(30, 12))
+    labels, aligned = clustering.sign_invariant_kmeans(e, 3, seed=0, n_init=4)
+    assert clustering.cluster_accuracy(labels, truth) == 1.0
+    assert clustering.cluster_accuracy(clustering.cluster(e, 3, "kmeans", 0, 4)[0], truth) < 0.9
+    # every member now points the same way along its cluster's axis; only signs changed
+    for c in range(3):
+        members = aligned[labels == c]
+        assert (members @ members.mean(0) > 0).all()
+    np.testing.assert_allclose(np.abs(aligned), np.abs(e))
+    again = clustering.sign_invariant_kmeans(e, 3, seed=0, n_init=4)[0]
+    np.testing.assert_array_equal(labels, again)
+    with pytest.raises(ValueError, match="cannot form 3 clusters"):
+        clustering.sign_invariant_kmeans(e[:2], 3, seed=0, n_init=1)
+
+
+def test_split_actionness_separates_an_action_that_covers_half_the_video():
+    rng = np.random.default_rng(1)
+    t, d = 40, 8
+    x = torch.tensor(rng.normal(size=(2, t, d)) * 0.3, dtype=torch.float32)
+    fg = torch.zeros(2, t)
+    fg[0, 5:27] = 1                                   # 55 % of video 0
+    fg[1, 10:18] = 1                                  # 8 of video 1's 30 valid snippets
+    x += fg[..., None] * 2.0
+    mask = torch.ones(2, t, dtype=torch.bool)
+    mask[1, 30:] = False
+    batch = {"s": x, "mask": mask}
+    ident = lambda s, v: v  # noqa: E731
+    split = clustering.split_actionness(batch, ["s"], ident, smooth=1)
+    assert split[1, 30:].abs().sum() == 0             # padding never counts
+    for j, n in ((0, t), (1, 30)):
+        agree = (split[j, :n] == fg[j, :n]).float().mean()
+        assert max(agree, 1 - agree) == 1.0           # the two halves, whichever side is which
+    # the distance from the video's mean cannot tell the sides of video 0 apart
+    dist = clustering.distance_actionness(batch, ["s"], ident)[0]
+    assert abs(float(dist[fg[0] == 1].mean() - dist[fg[0] == 0].mean())) < 0.15
+    with pytest.raises(Exception):
+        clustering.split_actionness({"s": x, "mask": mask}, ["missing"], ident)
+
+
+@pytest.fixture(scope="module")
+def long_actions(tmp_path_factory):
+    """3 classes, one action per video covering 30-50 % of it: the video's mean sits between action
+    and background, so a snippet's distance from it says little."""
+    spec = SyntheticSpec(train=36, test=6, classes=3, snippets=60, instances=(1, 1), instance_len=(0.3, 0.5),
+                         distractors=(1, 1), scene=0.6, scene_corr=0.5, no_audio=0.2,
+                         dims={"i3d_rgb": 32, "i3d_flow": 32, "clip": 32, "vggish": 16}, seed=3)
+    return generate(tmp_path_factory.mktemp("long"), spec)
+
+
+def test_split_first_round_finds_long_actions_and_its_smoothing_reaches_the_code(long_actions, tmp_path, monkeypatch):
+    seen = []
+    real = clustering.FIRST_ROUND["split"]
+
+    def spy(batch, streams, norm, **options):
+        seen.append((tuple(streams), options))
+        return real.actionness(batch, streams, norm, **options)
+
+    monkeypatch.setitem(clustering.FIRST_ROUND, "split",
+                        clustering.FirstRound(spy, real.view, real.signed, real.options))
+    acc = {}
+    for first in ("split", "actionness"):
+        out = tmp_path / first
+        assert run(long_actions, out, "--rounds", "1", overrides=["train.epochs_per_round=1",
+                                                                  f"cluster.first_embedding={first}",
+                                                                  "cluster.smooth=3"]) == 0
+        acc[first] = float(rows(out / "rounds.csv")[0]["cluster_acc"])
+    assert "label-free split, sign-invariant k-means" in (tmp_path / "split" / "train.log").read_text()
+    assert seen and all(s == (("clip",), {"smooth": 3}) for s in seen)   # the VLP view, the configured width
+    assert acc["split"] >= 0.9 and acc["split"] >= acc["actionness"] + 0.2
+    assert run(long_actions, tmp_path / "bad", overrides=["cluster.smooth=0"]) == 2
