@@ -3,7 +3,9 @@
 Round 0 has no model yet: it takes the ``cluster.embedding`` below with a label-free actionness
 in place of the attention (``cluster.first_embedding``, :data:`FIRST_ROUND`):
 
-- ``actionness`` (default): each snippet's distance from its video's mean standardised CBP features
+- ``auto`` (default): ``split`` when the model has a VLP view (CCP on), else ``actionness``
+  (:func:`first_round_name`): split on CBP alone is less reliable than the distance.
+- ``actionness``: each snippet's distance from its video's mean standardised CBP features
   (:func:`distance_actionness`). It says which snippets stand out while actions are a small part of
   the video; once they cover a third of it or more, the video's mean sits between action and
   background and the distance no longer tells them apart.
@@ -172,6 +174,14 @@ def embed_videos(batches: Iterable[dict], views: list[list[str]], model=None,
 
 FIRST_ROUND.add("actionness", FirstRound(distance_actionness, view=0, signed=True))
 FIRST_ROUND.add("split", FirstRound(split_actionness, view=-1, signed=False, options=("smooth",)))
+
+
+def first_round_name(name: str, views: list[list[str]]) -> str:
+    """``cluster.first_embedding`` as run: ``auto`` is ``split`` when there is a VLP view (a second
+    view), ``actionness`` otherwise; any other name is itself."""
+    if name != "auto":
+        return name
+    return "split" if len(views) > 1 else "actionness"
 
 
 def kmeans(embeddings: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:

@@ -76,10 +76,11 @@ class ClusterConfig:
     num_clusters: int | None = None      # None: the number of classes of the ground truth
     n_init: int = 10
     embedding: str = "contrast"          # how rounds >= 1 embed a video (clustering.EMBEDDINGS)
-    first_embedding: str = "split"       # round 0 (clustering.FIRST_ROUND): cluster.embedding weighted by a
+    first_embedding: str = "auto"        # round 0 (clustering.FIRST_ROUND): cluster.embedding weighted by a
                                          # label-free actionness ("split": 2-means halves of each video's
                                          # VLP view, clustered sign-invariantly whatever cluster.method says;
-                                         # "actionness": distance from the video's mean), or "mean"
+                                         # "actionness": distance from the video's mean), or "mean";
+                                         # "auto": split with a VLP view (CCP on), else actionness
     smooth: int = 5                      # "split" only: moving average over this many snippets before 2-means
     stop_below: float = 0.0              # end the rounds early once fewer videos than this fraction change cluster
 
@@ -175,7 +176,7 @@ class Config:
         if self.cluster.embedding not in EMBEDDINGS:
             raise ConfigError(f"cluster.embedding must be one of {', '.join(EMBEDDINGS)}, not {self.cluster.embedding!r}")
         from .clustering import FIRST_ROUND
-        firsts = ["mean", *FIRST_ROUND]
+        firsts = ["auto", "mean", *FIRST_ROUND]
         if self.cluster.first_embedding not in firsts:
             raise ConfigError(f"cluster.first_embedding must be one of {', '.join(firsts)}, "
                               f"not {self.cluster.first_embedding!r}")

@@ -244,7 +244,8 @@ class Trainer:
         """Pseudo labels of round ``r`` (unsupervised), identical on every rank."""
         t0 = time.time()
         c = self.cfg.cluster
-        first = clustering.FIRST_ROUND.get(c.first_embedding) if r == 0 else None   # None: "mean", or r > 0
+        name = clustering.first_round_name(c.first_embedding, self.views)
+        first = clustering.FIRST_ROUND.get(name) if r == 0 else None   # None: "mean", or r > 0
         if self.dist.main:
             self.model.eval()
             emb, order = clustering.embed_videos(self._full_batches(), self.views,
@@ -269,7 +270,7 @@ class Trainer:
         self.centres = centres
         sizes = np.bincount(labels, minlength=self.k)
         scores = clustering.cluster_scores(labels, self.tset.main_label)
-        how = (f"{c.embedding} embedding" + (f" of label-free {c.first_embedding}" if first else "")
+        how = (f"{c.embedding} embedding" + (f" of label-free {name}" if first else "")
                if r > 0 or first else "mean-pooled raw features")
         if first is not None and not first.signed:
             how += ", sign-invariant k-means"

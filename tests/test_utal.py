@@ -109,16 +109,18 @@ def test_validation_split_early_stop_and_the_config_checks(scenes, tmp_path):
         assert run(scenes, tmp_path / bad, overrides=[bad]) == 2
 
 
-@pytest.mark.parametrize("first", [None, "actionness"])      # None: the default, split
-def test_label_free_first_rounds_see_through_the_scenes(scenes, tmp_path, first):
+@pytest.mark.parametrize("first, flags, ran, margin", [(None, [], "split", 0.3), ("actionness", [], "actionness", 0.3),
+                                                       (None, ["--no-ccp"], "actionness", 0.1)])   # None: auto
+def test_label_free_first_rounds_see_through_the_scenes(scenes, tmp_path, first, flags, ran, margin):
     out = tmp_path / "run"
     chosen = [f"cluster.first_embedding={first}"] if first else []
-    assert run(scenes, out, "--rounds", "1", overrides=["train.epochs_per_round=1", *chosen]) == 0
-    assert f"contrast embedding of label-free {first or 'split'}" in (out / "train.log").read_text()
+    assert run(scenes, out, "--rounds", "1", *flags, overrides=["train.epochs_per_round=1", *chosen]) == 0
+    assert f"contrast embedding of label-free {ran}" in (out / "train.log").read_text()
     mean = tmp_path / "mean"
-    assert run(scenes, mean, "--rounds", "1", overrides=["train.epochs_per_round=1", "cluster.first_embedding=mean"]) == 0
+    assert run(scenes, mean, "--rounds", "1", *flags,
+               overrides=["train.epochs_per_round=1", "cluster.first_embedding=mean"]) == 0
     acc = float(rows(out / "rounds.csv")[0]["cluster_acc"])
-    assert acc >= float(rows(mean / "rounds.csv")[0]["cluster_acc"]) + 0.3
+    assert acc >= float(rows(mean / "rounds.csv")[0]["cluster_acc"]) + margin   # CBP alone: 0.55 against 0.40
 
 
 def test_baselines_are_scored_by_the_real_evaluator(scenes, tmp_path):
@@ -186,6 +188,12 @@ def test_table_and_summary_over_several_seeds(capsys):
 def test_bench_refuses_unknown_names(capsys):
     assert bench_utal.main(["--families", "nope"]) == 2
     assert "unknown family or variant: nope" in capsys.readouterr().err
+
+
+def test_auto_first_round_splits_the_vlp_view_and_needs_one():
+    assert clustering.first_round_name("auto", [["i3d_rgb", "i3d_flow"], ["clip"]]) == "split"
+    assert clustering.first_round_name("auto", [["i3d_rgb", "i3d_flow"]]) == "actionness"
+    assert clustering.first_round_name("split", [["i3d_rgb", "i3d_flow"]]) == "split"   # asked for: CBP split
 
 
 def test_sign_invariant_kmeans_clusters_lines_not_points():
