@@ -4,11 +4,11 @@ Round 0 has no model yet: it takes the ``cluster.embedding`` below with a label-
 in place of the attention (``cluster.first_embedding``, :data:`FIRST_ROUND`):
 
 - ``auto`` (default): ``split`` when the model has a VLP view (CCP on), else ``actionness``
-  (:func:`first_round_name`): split on CBP alone is less reliable than the distance.
+  (:func:`first_round_name`): for short actions a split of CBP alone is a weaker cue than the distance.
 - ``actionness``: each snippet's distance from its video's mean standardised CBP features
   (:func:`distance_actionness`). It says which snippets stand out while actions are a small part of
-  the video; once they cover a third of it or more, the video's mean sits between action and
-  background and the distance no longer tells them apart.
+  the video; once they cover much of it (about 40 % on the videos of ``long`` where it fails), the
+  video's mean sits between action and background and the distance no longer tells them apart.
 - ``split``: a two-way split of each video's temporally smoothed, standardised snippets of its last
   view (VLP when CCP is on: the CLIP view covers whole instances, Eq. 4-6) by 2-means
   (:func:`split_actionness`). Which side is the action is not known, so the contrast's sign is
