@@ -109,7 +109,7 @@ def _smooth(x: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool1d(pad, width, stride=1)[0].T
 
 
-def split_actionness(batch: dict, streams: list[str], norm, smooth: int = 5, seed: int = 0) -> torch.Tensor:
+def split_actionness(batch: dict, streams: list[str], norm, smooth: int = 5) -> torch.Tensor:
     """``(B, T)`` label-free two-way split: 1 for the smaller of the two groups that 2-means finds
     among a video's standardised ``streams`` snippets, moving-averaged over ``smooth`` snippets;
     0 for the other group and for padding. Which group is the action is *not* decided here (the
@@ -121,7 +121,7 @@ def split_actionness(batch: dict, streams: list[str], norm, smooth: int = 5, see
         if n < 2:
             continue
         y = _smooth(x[j, :n].to(torch.float64), smooth).numpy()
-        g = KMeans(n_clusters=2, n_init=4, random_state=seed).fit_predict(y)
+        g = KMeans(n_clusters=2, n_init=4, random_state=0).fit_predict(y)
         side = 1 if (g == 1).sum() <= (g == 0).sum() else 0
         out[j, :n] = torch.from_numpy((g == side).astype(np.float32))
     return out

@@ -236,7 +236,7 @@ def test_split_actionness_separates_an_action_that_covers_half_the_video():
     # the distance from the video's mean cannot tell the sides of video 0 apart
     dist = clustering.distance_actionness(batch, ["s"], ident)[0]
     assert abs(float(dist[fg[0] == 1].mean() - dist[fg[0] == 0].mean())) < 0.15
-    with pytest.raises(Exception):
+    with pytest.raises(KeyError):
         clustering.split_actionness({"s": x, "mask": mask}, ["missing"], ident)
 
 
