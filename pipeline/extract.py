@@ -174,6 +174,30 @@ def _trim_heap() -> None:
         _MALLOC_TRIM(0)
 
 
+#: glibc malloc arenas of a ``clipae-extract`` process (see :func:`limit_malloc_arenas`)
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8          # mallopt's parameter number in glibc's malloc.h
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at ``arenas`` for this process; True if the cap was set.
+
+    glibc gives each thread that allocates concurrently an arena of its own (up to 8 per core) and
+    keeps freed memory in them. Frames decoded in one thread and the networks' temporaries of
+    another then fill separate arenas: with decord and ``vggish`` the peak memory of a 10-minute
+    video was 1.44x that of a 1-minute one, with two arenas 1.24x and no slower (medians of three
+    runs, docs/benchmarks.md). Nothing is done where ``MALLOC_ARENA_MAX`` is set in the environment (glibc
+    has applied it already) or outside glibc. ``clipae-extract`` calls it before any thread starts.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(_M_ARENA_MAX, int(arenas)))
+
+
 def _stream_rows(name: str, ex: Extractor, batch: SnippetBatch) -> np.ndarray:
     """``(len(batch), *ex.row_shape)`` float32 rows of one stream (``(B, dim)``, or ``(B, crops, dim)``
     with ``--keep-crops``); zeros for an audio stream on a batch without audio."""

@@ -21,7 +21,8 @@ from ..core.weights import DEFAULT_WEIGHTS_DIR
 from ..decoding.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
 from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S
 from ..extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
-from .extract import DEFAULT_STREAMS, ExtractionError, RunConfig, default_batch_size, find_videos, run
+from .extract import (DEFAULT_STREAMS, ExtractionError, RunConfig, default_batch_size, find_videos,
+                      limit_malloc_arenas, run)
 from .presets import PRESETS, describe, get_preset, manifest_entry
 
 PROG = "clipae-extract"
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if _plugin_parser().parse_known_args(argv)[0].preset == "list":
         print_presets()
         return 0
+    limit_malloc_arenas()   # before any decoding or network thread exists
     parser, stream_dests = parser_for(argv)
     args = parser.parse_args(argv)
     ranks = Ranks.from_env()

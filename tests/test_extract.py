@@ -357,3 +357,20 @@ def test_the_weights_help_names_a_file_that_weights_accepts(tmp_path):
     parser, dests = parser_for(argv)
     config = config_from_args(parser.parse_args(argv), dests, Ranks.from_env())
     assert config.options[stream].weights_paths == {example: "/x.pth"}
+
+
+@pytest.mark.skipif(extract._libc_malloc_trim() is None, reason="glibc only")
+def test_malloc_arenas_are_capped_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert extract.limit_malloc_arenas() is True          # mallopt(M_ARENA_MAX, 2) accepted
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert extract.limit_malloc_arenas() is False         # glibc has applied the user's setting
+
+
+def test_clipae_extract_caps_the_arenas_before_anything_else(folder, tmp_path, monkeypatch, capsys):
+    from clipae.pipeline import extract_cli
+    calls = []
+    monkeypatch.setattr(extract_cli, "limit_malloc_arenas", lambda: calls.append(True) or True)
+    assert main([str(tmp_path / "no-such-folder"), str(tmp_path / "out"), "--streams", "toy_colour"]) == 2
+    assert calls == [True]
+    assert "no-such-folder" in capsys.readouterr().err
