@@ -60,6 +60,7 @@ class CLIPAE(nn.Module):
         self.rgb, self.flow = s.cbp
         self.vlp, self.audio = s.vlp, s.audio
         self.num_classes = num_classes
+        self.background_contrast = m.background_contrast
         self.norm = FeatureNorm(dims)
         cbp_dim = dims[self.rgb] + dims[self.flow]
         context = 0
@@ -102,7 +103,7 @@ class CLIPAE(nn.Module):
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
         """Inference outputs ``cas`` ``(B, T, K)``, ``attention`` ``(B, T)``, ``video_scores`` ``(B, K)``."""
         out = self.forward(batch)
-        return fuse_outputs(out["streams"], out["mask"])
+        return fuse_outputs(out["streams"], out["mask"], self.background_contrast)
 
 
 def build_model(cfg: Config, dims: dict[str, int], num_classes: int) -> CLIPAE:

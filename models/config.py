@@ -54,6 +54,7 @@ class ModelConfig:
     hidden_dim: int = 2048               # per-stream T-CAM width (CoLA)
     attention_dim: int = 512             # per-stream attention (filtering) branch width (BaS-Net)
     dropout: float = 0.7                 # CoLA / BaS-Net
+    background_contrast: float = 0.5     # β: video scores from fg − β·bg pooled T-CAM (0: STPN's fg alone)
 
 
 @dataclass
@@ -221,7 +222,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     **_fields(AT_LEAST_0, "loss.attention_l1", "loss.collab_weight", "loss.collab_warmup_epochs", "loss.ssl_weight",
               "train.weight_decay", "train.seed", "train.num_workers", "train.threads"),
     **_fields(POSITIVE, "loss.temperature", "train.lr", "train.average_epochs"),
-    **_fields(FRACTION, "cluster.stop_below", "loss.collab_threshold", "loss.bank_momentum"),
+    **_fields(FRACTION, "cluster.stop_below", "loss.collab_threshold", "loss.bank_momentum", "model.background_contrast"),
     **_fields(FRACTION_BELOW_1, "data.val_fraction", "model.dropout"),
     **_fields(SHARE, "train.final_round_share"),
     "cluster.num_clusters": (2, False, None, False),   # None: as many as the ground truth has classes
@@ -346,6 +347,25 @@ def config_from_dict(values: dict) -> Config:
     cfg = Config()
     _merge(cfg, values)
     return cfg.validate()
+
+
+#: keys added after run folders were first written, with the value that reproduces a folder saved
+#: before its key existed (a saved ``config.yaml`` without the key was trained / scored that way)
+BEFORE_KEY = {"train.final_round_share": None,      # equal rounds
+              "train.average_epochs": None,         # rounds ended on their last weights
+              "model.background_contrast": 0.0}     # video scores from the foreground pooling alone
+
+
+def saved_run_config(values: dict) -> Config:
+    """The :class:`Config` of a run folder's ``config.yaml`` (``values``, already YAML-loaded):
+    every key the file lacks from :data:`BEFORE_KEY` takes its old value, not today's default."""
+    if isinstance(values, dict):
+        values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+        for key, old in BEFORE_KEY.items():
+            section, name = key.split(".")
+            if isinstance(values.get(section), dict):
+                values[section].setdefault(name, old)
+    return config_from_dict(values)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from .clipae import CLIPAE, build_model
-from .config import Config, config_from_dict
+from .config import Config, saved_run_config
 from .data import FeatureStore, as_rows, collate
 from .train import CHECKPOINT, read_checkpoint
 from .trained_on import RunError, TrainedOn
@@ -108,7 +108,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None,
     if not state["complete"] and not allow_incomplete:
         raise RunError(f"{run_dir}: training is not complete (round {state['round']}, epoch {state['epoch']}); "
                        f"resume it with clipae-train")
-    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    config = saved_run_config(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
     extraction = TrainedOn.load(run_dir)
     dims = dict(state["dims"])
     model = build_model(config, dims, len(state["classes"])).to(dev)

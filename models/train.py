@@ -39,7 +39,7 @@ from ..core.weights import WeightsError, load_checkpoint
 from ..datasets.annotations import load_ground_truth
 from . import clustering
 from .clipae import build_model
-from .config import Config, ConfigError, TrainConfig, config_from_dict, load_config, save_config
+from .config import Config, ConfigError, TrainConfig, load_config, save_config, saved_run_config
 from .data import (DataError, FeatureStore, TrainingSet, VideoDataset, collate, compute_feature_stats, epoch_order,
                    extraction_settings, foreground_mask, split_validation, training_set)
 from .losses import CLIPAELoss
@@ -551,11 +551,7 @@ def prepare(args: argparse.Namespace, d: Ranks) -> Trainer:
     if cfg.cluster.num_clusters is None:
         cfg.cluster.num_clusters = len(gt.classes)
     if ckpt.exists():
-        values = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-        if isinstance(values, dict) and isinstance(values.get("train"), dict):
-            values["train"].setdefault("final_round_share", None)   # runs from before the key trained equal rounds
-            values["train"].setdefault("average_epochs", None)      # ... and ended rounds on their last weights
-        saved = config_from_dict(values)
+        saved = saved_run_config(yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")))
         if asked:
             diff = sorted(k for k, v in _flat(cfg.to_dict()).items() if _flat(saved.to_dict()).get(k) != v)
             if diff:

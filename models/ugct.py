@@ -111,19 +111,24 @@ class UGCT(nn.Module):
         return {name: net(inputs[name], context, mask) for name, net in self.streams.items()}
 
 
-def fuse_outputs(streams: dict[str, dict], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def fuse_outputs(streams: dict[str, dict], mask: torch.Tensor, background_contrast: float = 0.0) -> dict[str, torch.Tensor]:
     """The inference outputs, averaged over the two streams (each value in [0, 1]).
 
     - ``cas`` ``(B, T, K)``: per-snippet class probabilities, softmax over the K classes of the T-CAM
       (which class a snippet would be *if* it is an action; ``attention`` says whether it is one).
     - ``attention`` ``(B, T)``: foreground attention.
     - ``video_scores`` ``(B, K)``: softmax over the K classes of the attention-weighted mean of the
-      T-CAM (STPN's video-level prediction); they sum to 1.
+      T-CAM (STPN's video-level prediction) minus β = ``background_contrast`` times its mean weighted
+      by ``1 - attention``: what is on every snippet of a video (its scene) counts β less; they sum to 1.
     """
     cas, att, video = [], [], []
     for out in streams.values():
-        cas.append(out["cas_logits"].softmax(dim=-1))
-        att.append(out["attention"])
-        video.append(weighted_pool(out["cas_logits"], out["attention"], mask).softmax(dim=-1))
+        logits, a = out["cas_logits"], out["attention"]
+        pooled = weighted_pool(logits, a, mask)
+        if background_contrast:
+            pooled = pooled - background_contrast * weighted_pool(logits, 1.0 - a, mask)
+        cas.append(logits.softmax(dim=-1))
+        att.append(a)
+        video.append(pooled.softmax(dim=-1))
     n = len(cas)
     return {"cas": sum(cas) / n, "attention": sum(att) / n, "video_scores": sum(video) / n}

@@ -14,7 +14,7 @@ from clipae.models.config import ConfigError, config_from_dict, load_config, sav
 from clipae.models.data import collate, epoch_order, sample_indices
 from clipae.models.losses import (CLIPAELoss, InstanceDiscrimination, collaboration_loss, decorrelation_loss,
                                   mil_loss)
-from clipae.models.ugct import TemporalConv, topk_pool
+from clipae.models.ugct import TemporalConv, fuse_outputs, topk_pool, weighted_pool
 
 torch.set_num_threads(1)
 DIMS = {"i3d_rgb": 12, "i3d_flow": 10, "clip": 8, "vggish": 6}
@@ -275,6 +275,40 @@ def test_each_switch_changes_the_model():
         parts[name] = CLIPAELoss(cfg.loss, 2, 8)(model(b), b["labels"], b["index"], True)
     assert "decor" in parts["ssl"] and "insdis" in parts["ssl"] and not {"decor", "insdis"} & set(parts["no_ssl"])
     assert parts["ssl"]["total"] != parts["no_ssl"]["total"]
+
+
+def test_background_contrast_discounts_what_is_on_every_snippet():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    streams = {s: {"cas_logits": torch.randn(2, 7, 3, generator=g), "attention": torch.rand(2, 7, generator=g)}
+               for s in ("rgb", "flow")}
+    scene = torch.tensor([4.0, 0.0, 0.0])                        # one class's logit raised on every snippet
+    with_scene = {s: {**o, "cas_logits": o["cas_logits"] + scene} for s, o in streams.items()}
+    for beta in (0.0, 0.5, 1.0):
+        want = sum((weighted_pool(o["cas_logits"], o["attention"], mask)
+                    - beta * weighted_pool(o["cas_logits"], 1 - o["attention"], mask)).softmax(-1)
+                   for o in with_scene.values()) / 2
+        torch.testing.assert_close(fuse_outputs(with_scene, mask, beta)["video_scores"], want)
+    # beta = 1 cancels the offset exactly; beta = 0.5 keeps half of it (0: STPN, all of it)
+    torch.testing.assert_close(fuse_outputs(with_scene, mask, 1.0)["video_scores"],
+                               fuse_outputs(streams, mask, 1.0)["video_scores"])
+    lift = [fuse_outputs(with_scene, mask, b)["video_scores"][:, 0].mean() for b in (0.0, 0.5, 1.0)]
+    assert lift[0] > lift[1] > lift[2]
+    assert torch.equal(fuse_outputs(with_scene, mask, 0.5)["cas"], fuse_outputs(with_scene, mask, 0.0)["cas"])
+
+
+def test_background_contrast_setting_reaches_the_models_video_scores():
+    b = batch_of([9, 6], [True, False])
+    outs = {}
+    for beta in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = build_model(tiny_config(f"model.background_contrast={beta}"), DIMS, 3).eval()
+        streams = model(b)["streams"]
+        outs[beta] = model.predict(b)["video_scores"]
+        torch.testing.assert_close(outs[beta], fuse_outputs(streams, b["mask"], beta)["video_scores"])
+    assert not torch.allclose(outs[0.0], outs[0.5])
+    assert load_config(None).model.background_contrast == 0.5
 
 
 # ---- losses ---------------------------------------------------------------------------------------

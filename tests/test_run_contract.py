@@ -81,3 +81,28 @@ def test_an_old_run_folder_loads_with_defaults_or_is_refused_in_one_line(run_dir
     assert eval_main(["--run", str(old), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not record its snippet grid (fps)" in err
+
+
+def test_a_run_folder_from_before_the_background_contrast_keeps_its_video_scores(run_dir, tmp_path):
+    import shutil
+    import numpy as np
+    from clipae.pipeline.manifest import load_stream, read_manifest
+    from clipae.models.trained_on import TrainedOn
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    manifest = TrainedOn.load(run_dir).manifest
+    record = next(iter(read_manifest(manifest).values()))
+    run = load_run(old)
+    feats = {s: np.asarray(load_stream(manifest, record, s)) for s in run.streams}
+    assert run.config.model.background_contrast == 0.5            # what clipae-train wrote: today's default
+    today = run.predict(feats, record["has_audio"])["video_scores"]
+    cfg = yaml.safe_load((old / "config.yaml").read_text())
+    del cfg["model"]["background_contrast"]                       # as a folder of an earlier version has it
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = load_run(old)
+    assert before.config.model.background_contrast == 0.0 and before.model.background_contrast == 0.0
+    earlier = before.predict(feats, record["has_audio"])["video_scores"]
+    assert not np.allclose(today, earlier)
+    cfg["model"]["background_contrast"] = 0.0
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    np.testing.assert_allclose(load_run(old).predict(feats, record["has_audio"])["video_scores"], earlier)
