@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from PIL import Image
 
-from ..core.weights import (WeightsError, WeightsSpec, load_checkpoint, load_state_strict, resolve_weights,
+from ..core.weights import (WeightsError, WeightsSpec, check_keys, load_checkpoint, load_state_strict, resolve_weights,
                             seeded_random_init)
 from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype, crop_views,
                    options_from_extra, precision_name, register_stream)
@@ -146,11 +146,18 @@ class CLIPExtractor(Extractor):
         resolved = resolve_weights(WEIGHTS[o.clip_model], options.weights_for(self.name), options.random_weights,
                                    options.weights_dir)
         with seeded_random_init():
-            self.model, self.preprocess = create_clip(o.clip_model)
+            model, self.preprocess = create_clip(o.clip_model)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        self.visual = model.visual   # the image tower, (N, 3, 224, 224) -> (N, 512); the text tower is let go
+        del model                    # before the checkpoint is read: the two are never in memory together
         if resolved.path is not None:
-            load_state_strict(f"clip {o.clip_model}", self.model, load_clip_state(resolved.path))
+            state = load_clip_state(resolved.path)
+            check_keys(f"clip {o.clip_model}", state, expected)   # the whole checkpoint, text tower included
+            load_state_strict(f"clip {o.clip_model}", self.visual,
+                              {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")})
+            del state
         self.device = torch.device(options.device)
-        self.model.to(self.device)
+        self.visual.to(self.device)
         self.weights_id = resolved.identity
         self.autocast = autocast_dtype(self.device)
 
@@ -193,7 +200,7 @@ class CLIPExtractor(Extractor):
         k, v = picked.shape[1], self.views
         x = self.images(picked.reshape(b * k * v, *picked.shape[-3:]))
         with autocast(self.device, self.autocast):
-            emb = self.model.encode_image(x, normalize=True).float()  # (B*K*V, 512)
+            emb = F.normalize(self.visual(x), dim=-1).float()  # (B*K*V, 512), open_clip's encode_image(normalize=True)
         rows = F.normalize(emb.view(b, k, v, -1).mean(dim=1), dim=-1)  # (B, V, 512)
         if not self.options.keep_crops:
             rows = F.normalize(rows.mean(dim=1), dim=-1)

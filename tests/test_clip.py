@@ -47,15 +47,41 @@ def test_rows_are_open_clips_encode_image_averaged(checkpoint):
 def test_the_inference_quickgelu_gives_open_clips_bits(checkpoint):
     path, model, _ = checkpoint
     stream = get_stream("clip")(ExtractorOptions(weights_paths={"clip": str(path)}, extra={"clip_model": "ViT-B-32"}))
-    acts = [m for m in stream.model.modules() if isinstance(m, (open_clip.transformer.QuickGELU,
-                                                                clip_stream.InferenceQuickGELU))]
-    assert len(acts) == 24 and all(isinstance(m, clip_stream.InferenceQuickGELU) for m in acts)  # 12 + 12 blocks
+    acts = [m for m in stream.visual.modules() if isinstance(m, (open_clip.transformer.QuickGELU,
+                                                                 clip_stream.InferenceQuickGELU))]
+    assert len(acts) == 12 and all(isinstance(m, clip_stream.InferenceQuickGELU) for m in acts)  # 12 image blocks
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(stream.model.encode_image(x), model.encode_image(x))
+        assert torch.equal(stream.visual(x), model.encode_image(x))
     y = torch.randn(4, 8, requires_grad=True)  # with a gradient recorded it is open_clip's formula
     clip_stream.InferenceQuickGELU()(y).sum().backward()
     torch.testing.assert_close(y.grad, torch.func.grad(lambda t: (t * torch.sigmoid(1.702 * t)).sum())(y.detach()))
+
+
+def test_the_image_stream_keeps_only_the_image_tower(checkpoint):
+    path, model, _ = checkpoint
+    stream = get_stream("clip")(ExtractorOptions(weights_paths={"clip": str(path)}, extra={"clip_model": "ViT-B-32"}))
+    ours = {n for n, _ in stream.visual.named_parameters()}
+    assert ours == {n[len("visual."):] for n, _ in model.named_parameters() if n.startswith("visual.")}
+    assert not hasattr(stream, "model")   # the text tower (transformer, token embedding) was let go
+
+
+@pytest.mark.parametrize("edit, message", [("drop_text", "1 missing (e.g. token_embedding.weight)"),
+                                           ("drop_image", "1 missing (e.g. visual.proj)"),
+                                           ("extra", "1 unexpected (e.g. visual.extra)")])
+def test_the_whole_checkpoint_is_checked_though_only_the_image_tower_is_kept(checkpoint, tmp_path, edit, message):
+    path, _, _ = checkpoint
+    state = torch.load(path, weights_only=True)
+    if edit == "drop_text":
+        del state["token_embedding.weight"]
+    elif edit == "drop_image":
+        del state["visual.proj"]
+    else:
+        state["visual.extra"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="does not match: " + message.replace("(", r"\(").replace(")", r"\)")):
+        get_stream("clip")(ExtractorOptions(weights_paths={"clip": str(tmp_path / "bad.pt")},
+                                            extra={"clip_model": "ViT-B-32"}))
 
 
 def test_tensor_preprocessing_stays_close_to_pil(checkpoint):

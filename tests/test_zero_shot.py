@@ -39,8 +39,10 @@ def test_text_rows_are_unit_deterministic_and_from_the_clip_streams_network(towe
     np.testing.assert_allclose(CLIPText(MODEL, random_weights=True).embed(["HighJump", "Diving"]), text, rtol=1e-5)
     assert not np.allclose(text[0], text[1])
     image = get_stream("clip")(ExtractorOptions(random_weights=True, extra={"clip_model": MODEL}))
-    for name, p in image.model.state_dict().items():      # one network: the image tower's weights are the same
-        assert torch.equal(p, tower.model.state_dict()[name]), name
+    theirs = tower.model.visual.state_dict()
+    for name, p in image.visual.state_dict().items():     # one network: the image tower's weights are the same
+        assert torch.equal(p, theirs[name]), name
+    assert len(theirs) == len(image.visual.state_dict())
     assert tower.weights_id == image.weights_id == "random"
 
 
