@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from PIL import Image
 
-from ..core.weights import (WeightsError, WeightsSpec, check_keys, load_checkpoint, load_state_strict, resolve_weights,
+from ..core.weights import (WeightsError, WeightsSpec, check_keys, load_checkpoint, resolve_weights,
                             seeded_random_init)
 from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype, crop_views,
                    options_from_extra, precision_name, register_stream)
@@ -153,8 +153,7 @@ class CLIPExtractor(Extractor):
         if resolved.path is not None:
             state = load_clip_state(resolved.path)
             check_keys(f"clip {o.clip_model}", state, expected)   # the whole checkpoint, text tower included
-            load_state_strict(f"clip {o.clip_model}", self.visual,
-                              {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")})
+            self.visual.load_state_dict({k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")})
             del state
         self.device = torch.device(options.device)
         self.visual.to(self.device)
