@@ -62,6 +62,8 @@ class LossConfig:
     use_ssl: bool = True                 # Eq. 7-9
     topk_ratio: int = 8                  # top-k MIL: k = ceil(T / ratio)
     attention_l1: float = 0.05           # sparsity of the attention (STPN's L1), on its mean over snippets
+    background_contrast: float = 1.0     # β of the attention's loss: fg − β·bg pooled T-CAM (0: STPN's fg
+                                         # alone; 1 chosen on the validation split, docs/benchmark.md)
     collab_weight: float = 1.0           # UGCT pseudo-label loss on the attention
     collab_threshold: float = 0.5        # binarises the other stream's attention
     collab_warmup_epochs: int = 5        # epochs before the streams teach each other
@@ -222,7 +224,8 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     **_fields(AT_LEAST_0, "loss.attention_l1", "loss.collab_weight", "loss.collab_warmup_epochs", "loss.ssl_weight",
               "train.weight_decay", "train.seed", "train.num_workers", "train.threads"),
     **_fields(POSITIVE, "loss.temperature", "train.lr", "train.average_epochs"),
-    **_fields(FRACTION, "cluster.stop_below", "loss.collab_threshold", "loss.bank_momentum", "model.background_contrast"),
+    **_fields(FRACTION, "cluster.stop_below", "loss.collab_threshold", "loss.bank_momentum", "model.background_contrast",
+              "loss.background_contrast"),
     **_fields(FRACTION_BELOW_1, "data.val_fraction", "model.dropout"),
     **_fields(SHARE, "train.final_round_share"),
     "cluster.num_clusters": (2, False, None, False),   # None: as many as the ground truth has classes
@@ -353,7 +356,8 @@ def config_from_dict(values: dict) -> Config:
 #: before its key existed (a saved ``config.yaml`` without the key was trained / scored that way)
 BEFORE_KEY = {"train.final_round_share": None,      # equal rounds
               "train.average_epochs": None,         # rounds ended on their last weights
-              "model.background_contrast": 0.0}     # video scores from the foreground pooling alone
+              "model.background_contrast": 0.0,     # video scores from the foreground pooling alone
+              "loss.background_contrast": 0.0}      # the attention trained on the foreground pooling alone
 
 
 def saved_run_config(values: dict) -> Config:

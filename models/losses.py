@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LossConfig
-from .ugct import topk_pool, weighted_pool
+from .ugct import contrast_pool, topk_pool
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -27,18 +27,22 @@ def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(p * logits[valid].log_softmax(dim=-1)).sum(dim=-1).mean()
 
 
-def mil_loss(stream: dict, labels: torch.Tensor, mask: torch.Tensor, ratio: int) -> torch.Tensor:
+def mil_loss(stream: dict, labels: torch.Tensor, mask: torch.Tensor, ratio: int,
+             background_contrast: float = 0.0) -> torch.Tensor:
     """Video-label losses of one stream, labels ``(B, K)`` (multi-hot, normalised to a distribution).
 
     - top-k MIL (W-TALC): the mean of the top-k T-CAM logits of each class, softmax over classes,
       against the video labels; this trains the T-CAM;
     - attention (STPN): the attention-weighted mean of the T-CAM, softmax over classes, against the
       video labels; the T-CAM is held fixed here so this term trains only the attention, which
-      learns to weight the snippets that carry the video's class.
+      learns to weight the snippets that carry the video's class. With ``background_contrast`` β
+      the pooled T-CAM is taken against the ``(1 − attention)``-weighted one
+      (:func:`~clipae.models.ugct.contrast_pool`), so evidence present on every snippet (a scene)
+      does not reward an attention that ignores the actions.
     """
     logits, att = stream["cas_logits"], stream["attention"]              # (B, T, K), (B, T)
     mil = _soft_ce(topk_pool(logits, mask, ratio), labels)
-    fg = _soft_ce(weighted_pool(logits.detach(), att, mask), labels)
+    fg = _soft_ce(contrast_pool(logits.detach(), att, mask, background_contrast), labels)
     return mil + fg
 
 
@@ -134,7 +138,7 @@ class CLIPAELoss(nn.Module):
         streams = out["streams"]
         names = list(streams)
         parts: dict[str, torch.Tensor] = {}
-        parts["mil"] = sum(mil_loss(streams[n], labels, mask, cfg.topk_ratio) for n in names)
+        parts["mil"] = sum(mil_loss(streams[n], labels, mask, cfg.topk_ratio, cfg.background_contrast) for n in names)
         parts["sparsity"] = cfg.attention_l1 * sum(masked_mean(streams[n]["attention"], mask) for n in names)
         collab = (collaboration_loss(streams[names[0]], streams[names[1]], mask, cfg.collab_threshold)
                   + collaboration_loss(streams[names[1]], streams[names[0]], mask, cfg.collab_threshold))

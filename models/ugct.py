@@ -24,6 +24,14 @@ def weighted_pool(logits: torch.Tensor, weights: torch.Tensor, mask: torch.Tenso
     return (logits * w[..., None]).sum(dim=1) / w.sum(dim=1, keepdim=True).clamp(min=1e-6)
 
 
+def contrast_pool(logits: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """The attention-weighted mean of ``logits`` ``(B, T, C)`` minus ``beta`` times its mean weighted by
+    ``1 - attention`` ``(B, T)`` → ``(B, C)``: what is on every snippet of a video (its scene) counts
+    ``beta`` less (``beta = 0``: STPN's foreground pooling)."""
+    pooled = weighted_pool(logits, attention, mask)
+    return pooled - beta * weighted_pool(logits, 1.0 - attention, mask) if beta else pooled
+
+
 def topk_pool(logits: torch.Tensor, mask: torch.Tensor, ratio: int) -> torch.Tensor:
     """Mean of the top ``k = ceil(T_valid / ratio)`` snippet logits per class: ``(B, T, C)`` → ``(B, C)``."""
     lengths = mask.sum(dim=1)                                            # (B,)
@@ -124,9 +132,7 @@ def fuse_outputs(streams: dict[str, dict], mask: torch.Tensor, background_contra
     cas, att, video = [], [], []
     for out in streams.values():
         logits, a = out["cas_logits"], out["attention"]
-        pooled = weighted_pool(logits, a, mask)
-        if background_contrast:
-            pooled = pooled - background_contrast * weighted_pool(logits, 1.0 - a, mask)
+        pooled = contrast_pool(logits, a, mask, background_contrast)
         cas.append(logits.softmax(dim=-1))
         att.append(a)
         video.append(pooled.softmax(dim=-1))

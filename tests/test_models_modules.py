@@ -367,6 +367,42 @@ def test_mil_loss_prefers_the_true_class():
     assert right < 0.1 < wrong
 
 
+def test_attention_loss_against_the_background_rewards_attending_the_action():
+    """A video whose class is also its scene (class 1 on every snippet) with the action on snippets
+    2-3: from the foreground pooling alone, attending the background or the action is about equally
+    good; against the background (loss.background_contrast = 1) only attending the action is."""
+    logits = torch.zeros(1, 10, 3)
+    logits[0, :, 1] = 5.0                                                # the scene: class 1 everywhere
+    logits[0, 2:4, 1] += 1.0                                             # the action
+    on_action = torch.zeros(1, 10)
+    on_action[0, 2:4] = 1.0
+    on_scene = 1.0 - on_action
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    label = torch.tensor([[0.0, 1.0, 0.0]])
+
+    def loss(att, beta):
+        return mil_loss({"cas_logits": logits, "attention": att}, label, mask, 4, beta).item()
+
+    gap = {beta: loss(on_scene, beta) - loss(on_action, beta) for beta in (0.0, 1.0)}
+    assert 0 < gap[0.0] < 0.05                                           # fg pooling: the scene almost suffices
+    assert gap[1.0] > 0.5                                                # against the background it does not
+
+
+def test_attention_loss_background_contrast_setting_reaches_the_loss():
+    assert load_config(None).loss.background_contrast == 1.0
+    cfg = tiny_config("loss.background_contrast=1")
+    model = build_model(cfg, DIMS, 3)
+    batch = batch_of([10, 7], [True, False])
+    losses = {beta: CLIPAELoss(tiny_config(f"loss.background_contrast={beta}").loss, 2, 8)
+              for beta in (0.0, 1.0)}
+    torch.manual_seed(0)
+    out = model(batch)
+    parts = {beta: fn(out, batch["labels"], batch["index"], collab_on=False) for beta, fn in losses.items()}
+    assert parts[1.0]["mil"].item() != pytest.approx(parts[0.0]["mil"].item())
+    with pytest.raises(ConfigError):
+        tiny_config("loss.background_contrast=1.5")
+
+
 # ---- clustering -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["kmeans", "spectral"])

@@ -97,10 +97,12 @@ def test_a_run_folder_from_before_the_background_contrast_keeps_its_video_scores
     assert run.config.model.background_contrast == 0.5            # what clipae-train wrote: today's default
     today = run.predict(feats, record["has_audio"])["video_scores"]
     cfg = yaml.safe_load((old / "config.yaml").read_text())
-    del cfg["model"]["background_contrast"]                       # as a folder of an earlier version has it
+    assert cfg["loss"]["background_contrast"] == 1.0
+    del cfg["model"]["background_contrast"], cfg["loss"]["background_contrast"]   # as an earlier version's folder
     (old / "config.yaml").write_text(yaml.safe_dump(cfg))
     before = load_run(old)
     assert before.config.model.background_contrast == 0.0 and before.model.background_contrast == 0.0
+    assert before.config.loss.background_contrast == 0.0          # resuming it trains as it was trained
     earlier = before.predict(feats, record["has_audio"])["video_scores"]
     assert not np.allclose(today, earlier)
     cfg["model"]["background_contrast"] = 0.0
