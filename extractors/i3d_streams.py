@@ -77,7 +77,7 @@ class I3DRGB(I3DStream):
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
         views = crop_views(batch.frames, self.crop, self.options.crops)  # (B, L, V, 224, 224, 3)
         frames = torch.from_numpy(np.ascontiguousarray(views)).to(self.device)
-        return frames.permute(0, 2, 5, 1, 3, 4).flatten(0, 1).float() / 127.5 - 1.0
+        return frames.permute(0, 2, 5, 1, 3, 4).flatten(0, 1).float().div_(127.5).sub_(1.0)  # one float buffer
 
 
 @register_stream("i3d_flow")

@@ -148,30 +148,55 @@ class _Video:
     decoded: bool = False
 
 
-#: seconds between two hand-backs of freed heap memory (see :func:`_trim_heap`)
+#: freed heap memory (bytes) that glibc may keep before it is handed back (see :func:`_trim_heap`)
+TRIM_FREE_BYTES = 64 << 20
+#: where glibc cannot say how much it keeps (before 2.33): seconds between two hand-backs
 TRIM_EVERY_S = 5.0
 
 
-def _libc_malloc_trim():
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (``malloc.h``, glibc >= 2.33): every field a ``size_t``."""
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _libc_function(name: str, restype=ctypes.c_int):
     try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # not glibc, or an older one
         return None
+    function.restype = restype
+    return function
 
 
-_MALLOC_TRIM = _libc_malloc_trim()
+_MALLOC_TRIM = _libc_function("malloc_trim")
+_MALLINFO2 = _libc_function("mallinfo2", _MallInfo2)
 
 
-def _trim_heap() -> None:
-    """Give freed heap memory back to the system (glibc's ``malloc_trim``; a no-op elsewhere).
+def heap_free_bytes() -> int | None:
+    """Bytes of freed memory glibc's arenas hold (``mallinfo2().fordblks``); None outside glibc >= 2.33."""
+    return None if _MALLINFO2 is None else int(_MALLINFO2().fordblks)
+
+
+def _trim_heap(since_last_s: float = 0.0) -> bool:
+    """Give freed heap memory back to the system (glibc's ``malloc_trim``) once the arenas hold
+    more than :data:`TRIM_FREE_BYTES` of it; True if it did. A glibc without ``mallinfo2``
+    trims when ``since_last_s`` (seconds since the last trim) exceeds :data:`TRIM_EVERY_S`.
 
     Batches are allocated in the decoding thread and freed in this one, and the networks'
-    temporaries come and go; glibc keeps such memory in its arenas, so without this the peak
-    memory of a 10-minute video grew ~20 % over a 1-minute one (PyAV, ``clipae-bench extract``).
-    One call takes ~20 ms, hence at most one every :data:`TRIM_EVERY_S` seconds.
+    temporaries come and go; glibc keeps such memory in its arenas. Without a trim the peak memory
+    of a 10-minute video grew ~20 % over a 1-minute one (PyAV, ``clipae-bench extract``); with the
+    I3D, 200-240 MiB of the process's peak were such freed memory (docs/speed.md). Looked at after
+    every batch: ``mallinfo2`` takes microseconds, a trim ~20 ms.
     """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    if _MALLOC_TRIM is None:
+        return False
+    free = heap_free_bytes()
+    due = free > TRIM_FREE_BYTES if free is not None else since_last_s > TRIM_EVERY_S
+    if not due:
+        return False
+    _MALLOC_TRIM(0)
+    return True
 
 
 #: glibc malloc arenas of a ``clipae-extract`` process (see :func:`limit_malloc_arenas`)
@@ -262,8 +287,7 @@ def extract_videos(videos: Iterable[tuple[Hashable, Mapping[str, Extractor], Sni
                 for video in live.values():
                     video.bar.close()
                 return
-            if time.monotonic() - trimmed > TRIM_EVERY_S:
-                _trim_heap()
+            if _trim_heap(time.monotonic() - trimmed):
                 trimmed = time.monotonic()
             if isinstance(event, VideoOpened):
                 n = event.facts.num_snippets

@@ -359,12 +359,47 @@ def test_the_weights_help_names_a_file_that_weights_accepts(tmp_path):
     assert config.options[stream].weights_paths == {example: "/x.pth"}
 
 
-@pytest.mark.skipif(extract._libc_malloc_trim() is None, reason="glibc only")
+@pytest.mark.skipif(extract._MALLOC_TRIM is None, reason="glibc only")
 def test_malloc_arenas_are_capped_unless_the_environment_says(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert extract.limit_malloc_arenas() is True          # mallopt(M_ARENA_MAX, 2) accepted
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert extract.limit_malloc_arenas() is False         # glibc has applied the user's setting
+
+
+@pytest.mark.skipif(extract._MALLINFO2 is None, reason="glibc >= 2.33 only")
+def test_freed_heap_memory_is_handed_back_past_the_threshold(monkeypatch):
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(64 << 10) for _ in range(256)]   # 16 MiB below the mmap threshold
+    for b in blocks[:-1]:                                   # the last keeps them off the heap's top
+        libc.free(b)
+    free = extract.heap_free_bytes()
+    assert free >= 15 << 20
+    monkeypatch.setattr(extract, "TRIM_FREE_BYTES", free + (1 << 30))
+    assert extract._trim_heap() is False                   # under the threshold: kept
+    monkeypatch.setattr(extract, "TRIM_FREE_BYTES", 1 << 20)
+    assert extract._trim_heap() is True
+    libc.free(blocks[-1])
+
+
+def test_without_mallinfo2_the_heap_is_trimmed_every_few_seconds(monkeypatch):
+    monkeypatch.setattr(extract, "_MALLINFO2", None)
+    monkeypatch.setattr(extract, "_MALLOC_TRIM", lambda pad: trims.append(pad))
+    trims = []
+    assert extract._trim_heap(extract.TRIM_EVERY_S / 2) is False and trims == []
+    assert extract._trim_heap(extract.TRIM_EVERY_S + 1) is True and trims == [0]
+
+
+def test_the_heap_is_looked_at_after_every_batch(folder, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(extract, "_trim_heap", lambda since_last_s: calls.append(since_last_s) or False)
+    assert main([str(folder), str(tmp_path / "out"), "--streams", "toy_colour", "--batch-size", "2",
+                 "--random-weights", "--quiet"]) == 1   # the folder's broken videos fail
+    rows = sum(GOOD.values())
+    assert len(calls) >= rows // 2   # at least once per batch of two snippets
 
 
 def test_clipae_extract_caps_the_arenas_before_anything_else(folder, tmp_path, monkeypatch, capsys):

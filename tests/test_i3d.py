@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from clipae.extractors.base import ExtractorOptions, get_stream
-from clipae.extractors.i3d import i3d, load_i3d_weights, pad_same
+from clipae.extractors.i3d import MaxPool3dSame, i3d, load_i3d_weights, pad_same
 from clipae.core.weights import WeightsError
 from video_frames import decode_frames, snippet_batch
 
@@ -63,6 +63,20 @@ def test_unit3d_pads_exactly_tensorflow_same_in_every_dimension():
     ref = F.relu(F.batch_norm(ref, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, 1e-3))
     with torch.no_grad():
         torch.testing.assert_close(net.Conv3d_1a_7x7(x), ref)
+
+
+@pytest.mark.parametrize("kernel,stride,size", [
+    ((1, 3, 3), (1, 2, 2), (8, 112, 112)), ((1, 3, 3), (1, 2, 2), (8, 56, 56)),   # the 224 x 224 pools
+    ((3, 3, 3), (2, 2, 2), (8, 28, 28)), ((2, 2, 2), (2, 2, 2), (4, 14, 14)),
+    ((3, 3, 3), (2, 2, 2), (7, 29, 30)), ((1, 3, 3), (1, 2, 2), (3, 5, 6)),      # "SAME" pads before: no ceil_mode
+    ((3, 3, 3), (2, 2, 2), (2, 2, 3))])                                          # smaller than the kernel
+def test_strided_pools_equal_padding_with_minus_infinity(kernel, stride, size):
+    pool = MaxPool3dSame(kernel, stride)
+    x = torch.randn(2, 3, *size)   # negative values too: a zero pad would change them
+    ref = F.max_pool3d(pad_same(x, kernel, stride, value=float("-inf")), kernel, stride)
+    assert torch.equal(pool(x), ref)
+    at_224 = size in [(8, 112, 112), (8, 56, 56), (8, 28, 28), (4, 14, 14)]
+    assert pool.ceil_mode_is_same(size) == at_224   # the I3D at 224 x 224 never copies a padded input
 
 
 # --- random checkpoints in both key formats ---------------------------------------------------------
