@@ -9,8 +9,8 @@ warm up, then time ``--batches`` batches of ``--batch-size`` snippets (by defaul
   on the CPU;
 * GFLOP per snippet counted by ``torch.utils.flop_counter`` (convolutions and matrix products;
   pooling, ``grid_sample`` and element-wise work are not counted) and the achieved FLOP/s as a
-  fraction of this machine's measured matrix-product FLOP/s (float32 on the CPU, bfloat16 on CUDA,
-  the precision the streams run in).
+  fraction of this machine's measured matrix-product FLOP/s in the precision the visual streams run
+  in (``--precision``: by default float32 on the CPU, bfloat16 on CUDA).
 
 Frames are random 455×256 (THUMOS-like 320×180 video with the short side resized to 256; another
 size with ``--frame-size WxH``) unless ``--video`` names a file; audio windows (VGGish) are random
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..extractors.base import ExtractorOptions, SnippetBatch, available_streams, get_stream
+from ..extractors.base import PRECISIONS, ExtractorOptions, SnippetBatch, autocast_dtype, available_streams, get_stream
 from ..pipeline.extract import default_batch_size
 from .measure import own_peak_rss
 
@@ -150,6 +150,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="snippets per call (default: clipae-extract's for the stream alone on this device)")
     parser.add_argument("--batches", type=int, default=2, help="timed calls per stream (default %(default)s)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                        help="the visual networks' precision, as clipae-extract's (default %(default)s)")
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--snippet-length", type=int, default=16)
     parser.add_argument("--snippet-stride", type=int, default=16)
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = {n: args.batch_size or default_batch_size([n], device) for n in names}
     frames = load_frames(args.video, max(batch.values()) * args.snippet_length + 1, size=size)
     video_s_per_snippet = args.snippet_stride / args.fps
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = autocast_dtype(device, args.precision) or torch.float32   # the yardstick in the streams' precision
     peak_flops = matmul_flops(device, dtype)
     print(f"device {device} ({torch.get_num_threads()} CPU threads), frames {frames.shape[2]}x{frames.shape[1]}, "
           f"{'/'.join(map(str, sorted(set(batch.values()))))} snippets of {args.snippet_length} frames per call, "
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         options = ExtractorOptions(device=device, batch_size=batch[name], random_weights=not args.weights_dir,
-                                   weights_dir=args.weights_dir, extra={d: getattr(args, d) for d in dests[name]})
+                                   weights_dir=args.weights_dir, precision=args.precision,
+                                   extra={d: getattr(args, d) for d in dests[name]})
         job = (name, options, frames, args.snippet_length, args.batches, args.crop, args.profile)
         if args.in_process:
             try:

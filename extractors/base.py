@@ -127,6 +127,7 @@ class ExtractorOptions:
     extra: dict = field(default_factory=dict)  # stream-specific options (``--flow``, ``--clip-model``, ...)
     crops: str = "center"                  # ``--crops``: spatial views of the visual streams
     keep_crops: bool = False               # ``--keep-crops``: rows ``(crops, dim)`` instead of their mean
+    precision: str = "auto"                # ``--precision``: the visual networks' precision (:func:`autocast_dtype`)
 
     def weights_for(self, name: str) -> str | None:
         """The local checkpoint ``--weights NAME=PATH`` gave for ``name`` (a stream or a file it declares)."""
@@ -210,9 +211,22 @@ def options_from_extra(options_type: type, extra: dict):
     return options_type(**{k: v for k, v in extra.items() if k in options_type.__dataclass_fields__})
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The precision the visual networks run in: bfloat16 autocast on CUDA, none (float32) elsewhere."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+#: ``--precision`` choices: ``auto`` is bfloat16 autocast on CUDA and float32 elsewhere
+PRECISIONS = {"auto": None, "float32": None, "bfloat16": torch.bfloat16}
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The precision the visual networks run in (None: float32).
+
+    ``auto``: bfloat16 autocast on CUDA, float32 elsewhere; ``float32`` everywhere; ``bfloat16``
+    everywhere, also on the CPU, where oneDNN runs the convolutions and matrix products in
+    bfloat16 (fast on CPUs with AMX or AVX-512 BF16; the rows then differ from float32's by
+    bfloat16 rounding, as on CUDA). RAFT stays in float32 whatever is chosen (:mod:`.flow`)."""
+    if precision not in PRECISIONS:
+        raise OptionsError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else None
+    return PRECISIONS[precision]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

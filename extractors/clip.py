@@ -158,7 +158,7 @@ class CLIPExtractor(Extractor):
         self.device = torch.device(options.device)
         self.visual.to(self.device)
         self.weights_id = resolved.identity
-        self.autocast = autocast_dtype(self.device)
+        self.autocast = autocast_dtype(self.device, options.precision)
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:

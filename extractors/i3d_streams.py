@@ -51,7 +51,7 @@ class I3DStream(Extractor):
         self.net.fold_batch_norm().to(options.device)
         self.weights_id = resolved.identity
         self.device = torch.device(options.device)
-        self.autocast = autocast_dtype(self.device)
+        self.autocast = autocast_dtype(self.device, options.precision)
 
     def network_input(self, batch: SnippetBatch) -> torch.Tensor:
         """``(B*V, C, L, 224, 224)`` float32 in [-1, 1] on the device, the V views of a snippet together."""

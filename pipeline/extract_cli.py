@@ -20,7 +20,7 @@ from ..core.interrupt import EXIT_STATUS, StopSignals, exit_on_sigterm
 from ..core.weights import DEFAULT_WEIGHTS_DIR
 from ..decoding.decode import BACKENDS, DEFAULT_DECODERS, FrameSettings, backends_named
 from ..decoding.snippets import DEFAULT_STALL_TIMEOUT_S
-from ..extractors.base import CROPS, ExtractorOptions, available_streams, get_stream
+from ..extractors.base import CROPS, PRECISIONS, ExtractorOptions, available_streams, get_stream
 from .extract import (DEFAULT_STREAMS, ExtractionError, RunConfig, default_batch_size, find_videos,
                       limit_malloc_arenas, run)
 from .presets import PRESETS, describe, get_preset, manifest_entry
@@ -66,6 +66,10 @@ def build_parser(prog: str = PROG, with_out: bool = True) -> tuple[argparse.Argu
                         help="store every crop, (T, crops, dim), instead of their mean (T, dim)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device; under torchrun 'cuda' means cuda:LOCAL_RANK (default here: %(default)s)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                        help="the visual networks' precision: auto is bfloat16 autocast on CUDA and float32 on the CPU; "
+                             "bfloat16 also on the CPU (fast where it has AMX; rows differ by bfloat16 rounding); RAFT "
+                             "always runs in float32 (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="snippets per network call, one batch for all streams (default: 16 on a GPU; on the CPU, "
                              "where larger batches were no faster for the video networks and need more memory, the smallest of the "
@@ -169,6 +173,7 @@ def config_from_args(args: argparse.Namespace, stream_dests: dict[str, list[str]
     batch_size = args.batch_size or default_batch_size(streams, device)
     options = {name: ExtractorOptions(device=device, batch_size=batch_size, weights_paths=dict(weights), random_weights=args.random_weights,
                                       weights_dir=args.weights_dir, crops=args.crops, keep_crops=args.keep_crops,
+                                      precision=args.precision,
                                       extra={d: getattr(args, d) for d in stream_dests[name]})
                for name in streams}
     preset = manifest_entry(get_preset(args.preset), vars(args)) if args.preset else None

@@ -131,3 +131,28 @@ def test_a_stream_without_crops_refuses_them(video, tmp_path, capsys):
     # streams that read no frames ignore the option
     assert main([str(video), str(tmp_path / "a"), "--stream-module", "toy_streams", "--streams", "toy_rms",
                  "--crops", "10", "--keep-crops", "--quiet"]) == 0
+
+
+def test_precision_reaches_the_networks_through_the_command_line(video, tmp_path, monkeypatch):
+    monkeypatch.setattr(I3DStream, "crop", 64)
+    rec_auto, auto = extract(video, tmp_path / "auto")
+    rec_bf16, bf16 = extract(video, tmp_path / "bf16", "--precision", "bfloat16")
+    for s in ("i3d_rgb", "i3d_flow"):
+        assert rec_auto["streams"][s]["settings"]["precision"] == "float32"      # auto on the CPU
+        assert rec_bf16["streams"][s]["settings"]["precision"] == "bfloat16 autocast"
+        assert bf16[s].dtype == np.float32 and not np.array_equal(bf16[s], auto[s])
+        norms = np.linalg.norm(auto[s], axis=1)
+        live = norms > 0                                                        # (a still frame's flow rows can be 0)
+        cos = (bf16[s] * auto[s]).sum(1)[live] / np.linalg.norm(bf16[s], axis=1)[live] / norms[live]
+        assert live.any() and cos.min() > 0.99                                  # bfloat16 rounding only
+    assert rec_auto["config_hash"] != rec_bf16["config_hash"]
+
+
+def test_precision_choices():
+    from clipae.extractors.base import OptionsError, autocast_dtype
+    assert autocast_dtype(torch.device("cpu")) is None
+    assert autocast_dtype(torch.device("cuda"), "auto") == torch.bfloat16
+    assert autocast_dtype(torch.device("cuda"), "float32") is None
+    assert autocast_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    with pytest.raises(OptionsError, match="--precision"):
+        autocast_dtype(torch.device("cpu"), "fp8")
