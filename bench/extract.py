@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.dist import Ranks
 from ..core.weights import WeightsError
@@ -42,7 +41,7 @@ from ..decoding.workers import DecodePool
 from ..pipeline.extract import (ExtractionError, ThreadDecoding, batch_size_of, build_extractors, decode_workers_for,
                                 open_source, sources_ahead, video_job)
 from ..pipeline.extract_cli import config_from_args, parser_for
-from .measure import MiB, RSSSampler, run_measured
+from .measure import MiB, RSSSampler, count_flops, run_measured
 from .streams import matmul_flops, sync
 
 PROG = "clipae-bench extract"
@@ -125,9 +124,7 @@ def bench_streams(config, extractors: dict, device: torch.device, yardstick: flo
             print(f"  {name}: skipped ({config.videos[0].name} has no audio)")
             continue
         ex(data[0])  # warm-up
-        with FlopCounterMode(display=False) as counter:
-            ex(data[0])
-        flops = counter.get_total_flops() / len(data[0])
+        flops = count_flops(ex, data[0]) / len(data[0])
         timed = data[1:] or data
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

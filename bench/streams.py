@@ -34,11 +34,10 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..extractors.base import PRECISIONS, ExtractorOptions, SnippetBatch, autocast_dtype, available_streams, get_stream
 from ..pipeline.extract import default_batch_size
-from .measure import own_peak_rss
+from .measure import count_flops, own_peak_rss
 
 
 def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
@@ -129,10 +128,9 @@ def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, l
     sync(device)
     seconds = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else own_peak_rss()
-    with FlopCounterMode(display=False) as counter:
-        stream(one)
+    flops = count_flops(stream, one)
     return {"stream": name, "snippets_per_s": batches * len(batch) / seconds, "peak_bytes": peak,
-            "flop_per_snippet": counter.get_total_flops(), "weights": stream.weights_id,
+            "flop_per_snippet": flops, "weights": stream.weights_id,
             "settings": stream.settings(), "profile": profile_batch(stream, batch, profile_top) if profile_top else []}
 
 

@@ -67,3 +67,17 @@ def test_without_a_batch_size_each_stream_runs_at_clipae_extracts_batch(tmp_path
     (row,) = json.loads(out.read_text())
     assert row["batch_size"] == get_stream("vggish").cpu_batch_size == 16
     assert "vggish        16 " in capsys.readouterr().out
+
+
+def test_flops_of_fused_attention_are_counted():
+    from clipae.bench.measure import count_flops
+    mha = torch.nn.MultiheadAttention(64, 4, batch_first=True).eval()
+    x = torch.randn(2, 10, 64)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:   # the fused inference path: one operator
+            mha(x, x, x, need_weights=False)
+        counted = count_flops(lambda: mha(x, x, x, need_weights=False))
+    projections = 2 * (2 * 10) * 64 * (3 * 64 + 64)    # QKV and output projections, 20 tokens
+    assert counter.get_total_flops() < projections      # what the counter alone sees
+    assert counted >= projections                       # (the CPU's fused softmax(QK^T)V has no formula)
+    assert torch.backends.mha.get_fastpath_enabled()    # restored
