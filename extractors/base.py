@@ -211,8 +211,8 @@ def options_from_extra(options_type: type, extra: dict):
     return options_type(**{k: v for k, v in extra.items() if k in options_type.__dataclass_fields__})
 
 
-#: ``--precision`` choices: ``auto`` is bfloat16 autocast on CUDA and float32 elsewhere
-PRECISIONS = {"auto": None, "float32": None, "bfloat16": torch.bfloat16}
+#: ``--precision`` choices (:func:`autocast_dtype`)
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -225,8 +225,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision not in PRECISIONS:
         raise OptionsError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else None
-    return PRECISIONS[precision]
+        precision = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    return torch.bfloat16 if precision == "bfloat16" else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
