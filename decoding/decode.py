@@ -7,7 +7,8 @@ bounded chunks, so memory does not grow with the video's length:
 2. :func:`frame_times` lists the presentation time of every source frame (demuxing only), and
    the first of a list of backends (:data:`BACKENDS`) that can open the file decodes it:
    decord by default, PyAV when decord cannot open it, or from the frame where decord fails.
-   Both give identical frames (tested); PyAV's memory stays flatter on long videos.
+   Both give identical frames (tested). decord decodes ahead of what is asked for; a caller about
+   to wait long between chunks calls :meth:`VideoDecoder.park` to drop those frames.
 3. :func:`source_indices` resamples by those timestamps: target frame ``k`` (time
    ``[k/fps, (k+1)/fps)``) shows the last source frame presented before the middle of its
    interval, ``(k + 0.5) / fps`` -- the rule of ffmpeg's ``fps`` filter, so variable-frame-rate
@@ -160,6 +161,9 @@ class OpenedVideo(Protocol):
         """RGB uint8 ``(H, W, 3)`` source frames (as stored, not rotated) for sorted ``indices``
         into the presentation order; raises :class:`BackendError` when it cannot read them."""
 
+    def park(self) -> None:
+        """Let go of what was decoded or read ahead of the next frame, before a long wait (may do nothing)."""
+
     def close(self) -> None: ...
 
 
@@ -171,6 +175,16 @@ class Backend(Protocol):
 
 
 class DecordVideo:
+    """decord's ``VideoReader`` read front to back.
+
+    While its decoding thread has no frame ready, ``next()`` keeps reading packets into a queue
+    without a bound (~20 per frame returned here), and that thread turns every one of them into
+    an RGB frame, wanted yet or not. So while the caller waits -- on the networks, say -- decord
+    fills memory with frames of the video ahead (800-1200 frames, 200-290 MiB, at the peak of a
+    10-minute 320x240 video's extraction). :meth:`park` drops them by seeking, and the next frame
+    is found again with an accurate seek from its keyframe.
+    """
+
     def __init__(self, path: str, info: MediaInfo, times: np.ndarray):
         import decord
 
@@ -187,13 +201,17 @@ class DecordVideo:
             raise BackendError(f"decord lists {len(own)} frames or other timestamps than the container's {len(times)}")
         self._shape = (info.height, info.width, 3)
         self._next = 0  # index of the frame next() returns
+        self._parked = False
 
     def frames(self, indices: np.ndarray) -> Iterator[np.ndarray]:
         # Sequential next()/skip_frames(): get_batch() with gaps seeks, and is several times
         # slower and larger in memory (GBs at 1080p) than walking the stream once.
         for index in indices.tolist():
             try:
-                if index != self._next:
+                if self._parked:
+                    self._reader.seek_accurate(index)
+                    self._parked = False
+                elif index != self._next:
                     if index > self._next:
                         self._reader.skip_frames(index - self._next)
                     else:
@@ -205,6 +223,15 @@ class DecordVideo:
             if frame.shape != self._shape:
                 raise BackendError(f"decord returned {frame.shape} frames, expected {self._shape}")
             yield frame
+
+    def park(self) -> None:
+        if self._reader is None or self._next == 0 or self._parked:
+            return
+        self._parked = True  # whatever happens here, the next frame is found by an accurate seek
+        try:
+            self._reader.seek(0)  # empties decord's queues; no frame is decoded
+        except (self._error, RuntimeError):
+            pass  # that seek, inside frames(), fails over to the next backend if decord is broken
 
     def close(self) -> None:
         self._reader = None
@@ -239,6 +266,9 @@ class PyAVVideo:
             raise BackendError(f"pyav: {one_line(e)}") from None
         if target is not None:
             raise BackendError(f"pyav: the decoder stopped before frame {target} of {self._count}")
+
+    def park(self) -> None:
+        pass  # decodes only what is asked for
 
     def close(self) -> None:
         pass
@@ -416,6 +446,11 @@ class VideoDecoder:
         """Resize source frames together (much faster than one by one) and repeat each as the grid needs."""
         small = resize_short_side(np.stack(frames), self.settings.short_side)
         return small if all(r == 1 for r in repeats) else np.repeat(small, repeats, axis=0)
+
+    def park(self) -> None:
+        """Before waiting long between two chunks: the backend drops what it decoded ahead (decord)."""
+        if self._video is not None:
+            self._video.park()
 
     def close(self) -> None:
         if self._video is not None:

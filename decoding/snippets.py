@@ -39,6 +39,10 @@ DEFAULT_STALL_TIMEOUT_S = 300.0
 CLOSE_PATIENCE_S = 5.0
 #: seconds between two looks at a queue
 POLL_S = 0.1
+#: a decoding thread parks its decoder before every wait for the consumer (decord drops the frames
+#: it decoded ahead, 200-290 MiB at 320x240) until its waits average less than this; parking costs a
+#: seek and re-decoding from a keyframe, ~40 ms at 320x240, small beside longer waits (docs/speed.md)
+PARK_AFTER_WAIT_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -88,12 +92,13 @@ class Failure:
         self.error = error
 
 
-def produce(job: VideoJob, put: Callable[[object], bool], stopped: Callable[[], bool]) -> None:
+def produce(job: VideoJob, put: Callable[[object, Callable[[], None]], bool], stopped: Callable[[], bool]) -> None:
     """Decode ``job`` and hand over, in order, its :class:`VideoFacts`, every :class:`SnippetBatch`
     and an :class:`End` -- or a :class:`Failure` at the point where it went wrong.
 
-    ``put(item)`` returns False when the consumer has gone (the video is then abandoned);
-    ``stopped()`` is polled between batches.
+    ``put(item, waiting)`` returns False when the consumer has gone (the video is then abandoned)
+    and calls ``waiting()`` once before it blocks; ``stopped()`` is polled between batches. Waits
+    for the consumer park the decoder first while they are long (:class:`_Waits`).
     """
     decoder = audio = None
     try:
@@ -104,19 +109,52 @@ def produce(job: VideoJob, put: Callable[[object], bool], stopped: Callable[[], 
             audio = AudioReader(job.path, info, job.audio_settings)
         n = job.num_snippets or job.grid.num_snippets(timing.num_grid_frames)
         has_audio = audio.has_audio if audio is not None else info.audio_channels > 0
-        if not put(VideoFacts(timing.duration_s, timing.native_fps, timing.num_frames, n, has_audio)):
+        if not put(VideoFacts(timing.duration_s, timing.native_fps, timing.num_frames, n, has_audio), _nothing):
             return
+        waits = _Waits(decoder)
         for batch in _batches(job, decoder, timing, audio, n):
-            if stopped() or not put(batch):
+            if stopped() or not waits.put(put, batch):
                 return
-        put(End(decoder.backend))
+        put(End(decoder.backend), _nothing)
     except Exception as e:  # handed to the consumer, which records it for this video
-        put(Failure(e))
+        put(Failure(e), _nothing)
     finally:
         if decoder is not None:
             decoder.close()
         if audio is not None:
             audio.close()
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Waits:
+    """Hands batches to ``put`` and parks ``decoder`` before every wait for the consumer, until the
+    waits (of the batches that had to wait; a moving average from twice :data:`PARK_AFTER_WAIT_S`)
+    average less than :data:`PARK_AFTER_WAIT_S`; from then on it never parks. Parking at some waits
+    only would be worse than never: the next frame's accurate seek reads packets ahead again, and
+    a wait that does not park lets decord decode them all."""
+
+    def __init__(self, decoder: VideoDecoder) -> None:
+        self.decoder = decoder
+        self.average_s = 2 * PARK_AFTER_WAIT_S
+        self.parking = True
+        self._waited = False
+
+    def put(self, put: Callable[[object, Callable[[], None]], bool], batch: SnippetBatch) -> bool:
+        self._waited = False
+        began = time.monotonic()
+        handed = put(batch, self._waiting)
+        if self._waited:
+            self.average_s += 0.1 * (time.monotonic() - began - self.average_s)
+            self.parking = self.parking and self.average_s >= PARK_AFTER_WAIT_S
+        return handed
+
+    def _waiting(self) -> None:
+        self._waited = True
+        if self.parking:
+            self.decoder.park()
 
 
 def _batches(job: VideoJob, decoder: VideoDecoder, timing: VideoTiming, audio: AudioReader | None,
@@ -243,7 +281,14 @@ class SnippetSource(BatchSource):
 
     # ------------------------------------------------------------------ producer side
 
-    def _put(self, item) -> bool:
+    def _put(self, item, waiting: Callable[[], None]) -> bool:
+        if self._stop.is_set():
+            return False
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            waiting()
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=POLL_S)

@@ -121,8 +121,12 @@ def _serve(jobs, results, free, abort, parent: int) -> None:
                 waited += POLL_S
         return None
 
-    def to_slot(batch: SnippetBatch, stopped) -> SlotBatch | None:
-        slot = wait(free.get, stopped, SLOT_PATIENCE_S)
+    def to_slot(batch: SnippetBatch, stopped, waiting) -> SlotBatch | None:
+        try:
+            slot = free.get_nowait()
+        except queue.Empty:
+            waiting()
+            slot = wait(free.get, stopped, SLOT_PATIENCE_S)
         if stopped():
             return None
         if slot is None:  # the main process holds every slot: one more
@@ -146,13 +150,19 @@ def _serve(jobs, results, free, abort, parent: int) -> None:
         def stopped() -> bool:
             return abort.value == number or not parent_alive()
 
-        def put(x) -> bool:
+        def put(x, waiting) -> bool:
             if isinstance(x, SnippetBatch):
-                x = to_slot(x, stopped)
+                x = to_slot(x, stopped, waiting)
                 if x is None:
                     return False
             elif isinstance(x, Failure):
                 x = Failure(_sendable(x.error))
+            if not stopped():
+                try:
+                    results.put_nowait((number, x))
+                    return True
+                except queue.Full:
+                    waiting()
             while not stopped():
                 try:
                     results.put((number, x), timeout=POLL_S)
@@ -162,7 +172,7 @@ def _serve(jobs, results, free, abort, parent: int) -> None:
             return False
 
         produce(job, put, stopped)
-        put(Closed())
+        put(Closed(), lambda: None)
 
 
 def _free_slot(free, slot: int) -> None:

@@ -1,6 +1,7 @@
 """Video decoding: pts resampling (checked against ffmpeg's fps filter), backends, rotation, bad files."""
 from pathlib import Path
 
+import decord
 import numpy as np
 import pytest
 import torch
@@ -101,6 +102,38 @@ def test_backends_agree_and_pyav_fallback(videos):
     _, with_pyav = decode_all(videos["plain"], backends=[PyAVBackend()], native=False)
     assert_same(with_decord, with_pyav)
     assert with_decord.shape[1:] == (256, 384, 3)
+
+
+@pytest.mark.parametrize("fps", [25, 30, 19.62])
+def test_decord_parked_between_chunks_gives_every_frame(tmp_path, fps):
+    """Parking decord (dropping what it decoded ahead) after every chunk of 4 frames, in the middle
+    of keyframe intervals and on them, gives the frames PyAV gives: at, above and below the grid's rate."""
+    path = videogen.make_video(tmp_path / "gop10.mp4", duration=3.0, size=(96, 64), fps=fps, audio=None)
+    dec = VideoDecoder(str(path), 25.0, backends=[DecordBackend()], chunk=4)
+    dec.open()
+    parked = []
+    for chunk in dec.chunks():
+        parked.append(chunk)
+        dec.park()
+    assert dec.backend == "decord" and len(parked) > 10
+    _, with_pyav = decode_all(path, backends=[PyAVBackend()], native=False)
+    assert_same(np.concatenate(parked), with_pyav)
+
+
+def test_decord_park_that_cannot_seek_leaves_the_next_read_to_seek(tmp_path, monkeypatch):
+    """A seek failing inside park() is not an error of its own: the next read seeks accurately."""
+    path = videogen.make_video(tmp_path / "gop10.mp4", duration=2.0, size=(96, 64), audio=None)
+    _, want = decode_all(path, backends=[PyAVBackend()], native=True)
+    dec = VideoDecoder(str(path), 25.0, backends=[DecordBackend()], chunk=8)
+    dec.open()
+    dec.settings = FrameSettings(short_side=64)
+    got = []
+    for chunk in dec.chunks():
+        got.append(chunk)
+        monkeypatch.setattr(dec._video._reader, "seek", lambda pos: (_ for _ in ()).throw(decord.DECORDError("no")))
+        dec.park()
+    assert dec.backend == "decord" and len(got) > 3
+    assert_same(np.concatenate(got), want)
 
 
 class Flaky:

@@ -14,12 +14,13 @@ import toy_streams  # noqa: F401  (registers toy_colour and toy_rms)
 import videogen
 from clipae.cli import extract_main as main
 from clipae.pipeline import manifest as mf
-from clipae.decoding.decode import InputError
+from clipae.decoding.decode import DecordVideo, InputError
 from clipae.decoding import workers as decode_workers
 from clipae.decoding.workers import DecodePool, auto_decode_workers
 from clipae.core.dist import Ranks
 from clipae.pipeline.extract_cli import build_parser, config_from_args
 from clipae.core.grid import SnippetGrid
+from clipae.decoding import snippets
 from clipae.decoding.snippets import SnippetSource, VideoJob
 
 TOYS = ["--stream-module", "toy_streams", "--streams", "toy_colour,toy_rms", "--quiet"]
@@ -90,6 +91,57 @@ def test_auto_worker_count(folder, monkeypatch):
     assert auto_decode_workers(torch.device("cuda")) == 1
     config = config_from_args(build_parser()[0].parse_args([str(folder), "out"]), build_parser()[1], Ranks())
     assert config.decode_workers is None   # auto, resolved by the runner for the streams' device
+
+
+@pytest.mark.parametrize("park_after_s", [0.01, 1.0])
+def test_a_decoding_thread_parks_before_long_waits_only(folder, monkeypatch, park_after_s):
+    """The thread parks its decoder (decord drops the frames it decoded ahead) before every wait on
+    a full queue while its waits average PARK_AFTER_WAIT_S or more, from twice that at the start:
+    with 0.05-s waits it parks at all of them against 0.01 s, and only at the first few (~8) against
+    1 s. The batches are the ones a consumer that never lets it wait gets."""
+    video = folder / "twenty.mp4"
+    if not video.exists():
+        videogen.make_video(video, duration=20.0, size=(64, 48))
+    want = batches(SnippetSource(job(video, batch_size=1), queue_size=64))
+    parks = []
+    park = DecordVideo.park
+    monkeypatch.setattr(DecordVideo, "park", lambda self: (parks.append(self._next), park(self)))
+    monkeypatch.setattr(snippets, "PARK_AFTER_WAIT_S", park_after_s)
+    source = SnippetSource(job(video, batch_size=1), queue_size=1)
+    got = []
+    for b in source:
+        time.sleep(0.05)  # a slow network: the thread fills the queue and waits
+        got.append((b.index.copy(), b.frames.copy(), b.audio.copy()))
+    source.close()
+    assert_same(got, want)
+    assert len(got) == 32 and min(parks) > 0  # 20 s: 500 grid frames, 32 snippets
+    assert len(parks) >= 25 if park_after_s < 0.05 else 3 <= len(parks) <= 10
+
+
+def test_a_decoding_process_that_waited_parks_its_decoder(folder, monkeypatch, tmp_path):
+    """The same in a decoding process (forked with the patches below): it parks before waiting for
+    a free slot or a place in the queue, and the batches are unchanged."""
+    want = batches(SnippetSource(job(folder / "long.mp4", batch_size=1), queue_size=64))
+    log = tmp_path / "parks.txt"
+    park = DecordVideo.park
+
+    def logged(self):
+        with open(log, "a") as f:
+            f.write(f"{self._next}\n")
+        park(self)
+    monkeypatch.setattr(DecordVideo, "park", logged)
+    monkeypatch.setattr(snippets, "PARK_AFTER_WAIT_S", 0.01)
+    if decode_workers.START_METHOD != "fork":
+        pytest.skip("the patches reach the decoding process only when it is forked")
+    with DecodePool(1, queue_size=1) as pool:
+        source = pool.open(job(folder / "long.mp4", batch_size=1))
+        got = []
+        for b in source:
+            time.sleep(0.05)
+            got.append((b.index.copy(), b.frames.copy(), b.audio.copy()))
+        source.close()
+    assert_same(got, want)
+    assert len(log.read_text().split()) >= 3
 
 
 def test_a_video_abandoned_midway_leaves_the_worker_clean(folder):
