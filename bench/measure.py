@@ -216,8 +216,8 @@ def count_flops(fn, *args) -> int:
 
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with FlopCounterMode(display=False) as counter:
+    try:  # a compiled network (``--compile``) runs eagerly here: counted alike, no second compile
+        with torch._dynamo.config.patch(disable=True), FlopCounterMode(display=False) as counter:
             fn(*args)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -118,7 +118,7 @@ def benchmark_stream(name: str, options: ExtractorOptions, frames: np.ndarray, l
     window = stream.audio_window if "audio" in stream.inputs else 0
     batch = make_batch(frames, options.batch_size, length, window)
     one = make_batch(frames, 1, length, window)
-    stream(one)  # warm-up (lazy initialisation, allocations)
+    stream(batch if options.compile else one)  # warm-up (lazy initialisation, allocations; --compile compiles here)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
@@ -150,6 +150,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     parser.add_argument("--batches", type=int, default=2, help="timed calls per stream (default %(default)s)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                         help="the visual networks' precision, as clipae-extract's (default %(default)s)")
+    parser.add_argument("--compile", action="store_true",
+                        help="CLIP's image tower through torch.compile, as clipae-extract's (compiled before the "
+                             "timed calls)")
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--snippet-length", type=int, default=16)
     parser.add_argument("--snippet-stride", type=int, default=16)
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         options = ExtractorOptions(device=device, batch_size=batch[name], random_weights=not args.weights_dir,
-                                   weights_dir=args.weights_dir, precision=args.precision,
+                                   weights_dir=args.weights_dir, precision=args.precision, compile=args.compile,
                                    extra={d: getattr(args, d) for d in dests[name]})
         job = (name, options, frames, args.snippet_length, args.batches, args.crop, args.profile)
         if args.in_process:
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                  matmul_flop_per_s=peak_flops, matmul_fraction=achieved / peak_flops, device=str(device),
                  batch_size=batch[name])
         rows.append(r)
-        shown = {k: v for k, v in r["settings"].items() if k in ("flow", "raft_iters", "model", "frames", "preprocess", "precision")}
+        shown = {k: v for k, v in r["settings"].items() if k in ("flow", "raft_iters", "model", "frames", "preprocess", "precision", "compiled")}
         print(f"{name:10} {batch[name]:5d} {r['snippets_per_s']:10.3f} {r['x_real_time']:11.3f} "
               f"{r['peak_bytes'] / 2**20:9.0f} {r['flop_per_snippet'] / 1e9:10.1f} {achieved / 1e9:8.1f} "
               f"{r['matmul_fraction']:9.1%}  {shown}")

@@ -37,8 +37,8 @@ from PIL import Image
 
 from ..core.weights import (WeightsError, WeightsSpec, check_keys, load_checkpoint, resolve_weights,
                             seeded_random_init)
-from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype, crop_views,
-                   options_from_extra, precision_name, register_stream)
+from .base import (Extractor, ExtractorOptions, OptionsError, SnippetBatch, autocast, autocast_dtype, compile_setting,
+                   compiled, crop_views, options_from_extra, precision_name, register_stream)
 from .torchscript import TorchScriptError, is_torchscript, read_state_dict
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models/"
@@ -159,6 +159,7 @@ class CLIPExtractor(Extractor):
         self.visual.to(self.device)
         self.weights_id = resolved.identity
         self.autocast = autocast_dtype(self.device, options.precision)
+        self.encode = compiled(self.visual, options)   # (N, 3, 224, 224) -> (N, 512)
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
@@ -175,7 +176,7 @@ class CLIPExtractor(Extractor):
         o = self.clip_options
         return {"model": o.clip_model, "quick_gelu": QUICK_GELU, "frames": o.clip_frames or "all",
                 "preprocess": o.clip_preprocess, "normalize": NORMALIZE,
-                "precision": precision_name(self.autocast), **self.crop_settings()}
+                "precision": precision_name(self.autocast), **compile_setting(self.options), **self.crop_settings()}
 
     def images(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 → (N, 3, 224, 224) float32 on the device, through open_clip's transform."""
@@ -199,7 +200,7 @@ class CLIPExtractor(Extractor):
         k, v = picked.shape[1], self.views
         x = self.images(picked.reshape(b * k * v, *picked.shape[-3:]))
         with autocast(self.device, self.autocast):
-            emb = F.normalize(self.visual(x), dim=-1).float()  # (B*K*V, 512), open_clip's encode_image(normalize=True)
+            emb = F.normalize(self.encode(x), dim=-1).float()  # (B*K*V, 512), open_clip's encode_image(normalize=True)
         rows = F.normalize(emb.view(b, k, v, -1).mean(dim=1), dim=-1)  # (B, V, 512)
         if not self.options.keep_crops:
             rows = F.normalize(rows.mean(dim=1), dim=-1)

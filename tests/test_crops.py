@@ -148,6 +148,25 @@ def test_precision_reaches_the_networks_through_the_command_line(video, tmp_path
     assert rec_auto["config_hash"] != rec_bf16["config_hash"]
 
 
+def test_compile_reaches_clip_through_the_command_line(video, monkeypatch):
+    """``--compile`` hands CLIP's image tower to ``torch.compile`` (recorded here and passed through,
+    so the test does not wait a minute for inductor) and marks its settings, so the config_hash;
+    the I3D stays eager and its settings are those of earlier runs."""
+    from clipae.core.dist import Ranks
+    from clipae.pipeline.extract_cli import build_parser, config_from_args
+    parser, dests = build_parser()
+    argv = [str(video), "out", "--streams", "clip,i3d_rgb", "--clip-model", "ViT-B-32", "--random-weights", "--device", "cpu"]
+    handed = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: handed.append(fn) or fn)
+    for flags in ([], ["--compile"]):
+        config = config_from_args(parser.parse_args(argv + flags), dests, Ranks())
+        clip = get_stream("clip")(config.options["clip"])
+        i3d = get_stream("i3d_rgb")(config.options["i3d_rgb"])
+        assert handed == ([clip.visual] if flags else [])
+        assert clip.settings().get("compiled") is (True if flags else None)
+        assert "compiled" not in i3d.settings()
+
+
 def test_precision_choices():
     from clipae.extractors.base import OptionsError, autocast_dtype
     assert autocast_dtype(torch.device("cpu")) is None
