@@ -128,7 +128,7 @@ class ExtractorOptions:
     crops: str = "center"                  # ``--crops``: spatial views of the visual streams
     keep_crops: bool = False               # ``--keep-crops``: rows ``(crops, dim)`` instead of their mean
     precision: str = "auto"                # ``--precision``: the visual networks' precision (:func:`autocast_dtype`)
-    compile: bool = False                  # ``--compile``: CLIP's image tower through ``torch.compile`` (:func:`compiled`)
+    compile: bool = False                  # ``--compile``: CLIP's image tower through ``torch.compile`` (:mod:`.clip`)
 
     def weights_for(self, name: str) -> str | None:
         """The local checkpoint ``--weights NAME=PATH`` gave for ``name`` (a stream or a file it declares)."""
@@ -238,22 +238,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def precision_name(dtype: torch.dtype | None) -> str:
     """How a stream's network ran, for its ``settings()``: ``"bfloat16 autocast"`` or ``"float32"``."""
     return f"{str(dtype).removeprefix('torch.')} autocast" if dtype is not None else "float32"
-
-
-def compiled(fn, options: ExtractorOptions):
-    """``fn`` (a network) through ``torch.compile`` when ``--compile`` asks for it (the CLIP stream).
-
-    Inductor compiles on the first call and once more when the batch size first changes (~1 min
-    each for CLIP ViT-B/16 on a 2-core CPU), then CLIP runs 1.18x faster in float32 there. Not the
-    I3D: on its channels-last input the compiled network ran at 0.38x the eager one (docs/speed.md).
-    Fused kernels round differently, so a stream's :meth:`Extractor.settings` records it."""
-    return torch.compile(fn) if options.compile else fn
-
-
-def compile_setting(options: ExtractorOptions) -> dict:
-    """``{"compiled": True}`` for a stream's settings under ``--compile``, else nothing (so the
-    ``config_hash`` of runs without it does not change)."""
-    return {"compiled": True} if options.compile else {}
 
 
 def _load_builtins() -> None:
